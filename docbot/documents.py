@@ -1,0 +1,85 @@
+"""Find a domain's documents and read them into pages; one clear `DocumentError` per unreadable file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DocumentError
+
+__all__ = ["SUPPORTED_SUFFIXES", "Page", "discover", "read_pages"]
+
+SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md")
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns per odd object; we report per file instead
+
+
+@dataclass(frozen=True)
+class Page:
+    """Text of one PDF page (1-based `number`) or of a whole text file (`number` None)."""
+
+    number: int | None
+    text: str
+
+
+def discover(root: str | Path) -> list[Path]:
+    """Supported files under `root`, recursively, sorted; hidden files and folders are skipped."""
+    root = Path(root)
+    if not root.exists():
+        raise DocumentError(f"{root}: no such folder; create it and put .pdf, .txt or .md files in it")
+    if not root.is_dir():
+        raise DocumentError(f"{root}: is a file, not a folder; pass the folder that holds the documents")
+    found = []
+    for folder, dirs, files in os.walk(root):  # followlinks=False: a symlinked folder cannot loop
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in SUPPORTED_SUFFIXES]
+    return sorted(found)
+
+
+def read_pages(path: Path) -> list[Page]:
+    """The file's text as pages; raises `DocumentError` naming the file and the reason it cannot be used."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not data.strip():
+        raise DocumentError(f"{path}: empty file")
+    pages = _read_pdf(path, data) if path.suffix.lower() == ".pdf" else [Page(None, _decode_text(path, data))]
+    pages = [p for p in pages if p.text.strip()]
+    if not pages:
+        what = "no text layer (a scanned PDF? run OCR first)" if path.suffix.lower() == ".pdf" else "no text"
+        raise DocumentError(f"{path}: {what}")
+    return pages
+
+
+def _read_pdf(path: Path, data: bytes) -> list[Page]:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    if not data.lstrip().startswith(b"%PDF"):
+        raise DocumentError(f"{path}: not a PDF (no %PDF header)")
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(f"{path}: encrypted PDF that needs a password; decrypt it first")
+        return [Page(i, page.extract_text() or "") for i, page in enumerate(reader.pages, start=1)]
+    except DocumentError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+        raise DocumentError(f"{path}: corrupt PDF ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_text(path: Path, data: bytes) -> str:
+    """UTF-8 (with or without BOM), UTF-16 with a BOM, else Windows-1252; binary content is refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    if b"\x00" in data:
+        raise DocumentError(f"{path}: binary content (NUL bytes), not a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")

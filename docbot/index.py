@@ -1,0 +1,267 @@
+"""One Chroma collection per domain, kept in sync with the domain's folder file by file.
+
+The store describes itself: the collection's metadata names its embedding model, and every chunk's metadata names
+its file, the file's content hash, the chunking used and how many chunks the file has. That is the manifest
+(file -> hash -> chunk ids), read back from the store on each load, so it can never disagree with what is stored.
+A file counts as indexed only when all its chunks of one hash are present, so an interrupted load is repaired by
+the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._io import sha256_file
+from .chunking import Chunk, chunk_pages
+from .documents import discover, read_pages
+from .embeddings import Embedder
+from .errors import ConfigError, DocumentError, IndexMismatchError
+
+__all__ = ["DomainIndex", "SyncReport", "Hit", "drop_domain", "open_store", "normalize_domain"]
+
+log = logging.getLogger("docbot")
+_EMBED_GROUP = 256  # chunks embedded per call: big enough to batch well, small enough to save progress often
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored chunk returned by a search; `similarity` is the cosine similarity to the query."""
+
+    id: str
+    text: str
+    source: str
+    page: int | None
+    similarity: float
+
+
+@dataclass
+class SyncReport:
+    """What a load did: counts for the summary line, and every skipped file with its reason."""
+
+    domain: str
+    files: int = 0
+    pages: int = 0
+    chunks: int = 0
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.domain}: {self.files} files, {self.pages} pages, {self.chunks} chunks "
+                f"({len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+                f"{self.unchanged} unchanged), {len(self.skipped)} skipped")
+
+
+def normalize_domain(name: str) -> str:
+    """Domain names are case-insensitive words: letters, digits, '-' and '_'."""
+    domain = name.strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", domain):
+        raise ConfigError(f"domain name {name!r} must be letters, digits, '-' or '_' (at most 63)")
+    return domain
+
+
+def open_store(index_dir: str | Path):
+    """The embedded Chroma store in `index_dir`, telemetry off (this machine may be offline)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    Path(index_dir).mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(index_dir), settings=Settings(anonymized_telemetry=False))
+
+
+def drop_domain(client, domain: str) -> None:
+    """Delete a domain's collection, whatever model built it (the documents themselves are untouched)."""
+    name = f"docbot-{normalize_domain(domain)}"
+    if name in {c.name for c in client.list_collections()}:
+        client.delete_collection(name)
+
+
+class DomainIndex:
+    """The collection of one domain, opened with the embedder that must match the one it was built with."""
+
+    def __init__(self, client, domain: str, embedder: Embedder) -> None:
+        self.domain = normalize_domain(domain)
+        self.embedder = embedder
+        self._client = client
+        self._collection = client.get_or_create_collection(
+            f"docbot-{self.domain}",
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"domain": self.domain, "embedding_model": embedder.model_id,
+                      "embedding_dim": embedder.dimension},
+            embedding_function=None,
+        )
+        meta = self._collection.metadata or {}
+        built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
+        if built_with != (embedder.model_id, embedder.dimension):
+            raise IndexMismatchError(
+                f"the index of domain '{self.domain}' was built with embedding model {built_with[0]} "
+                f"({built_with[1]} dimensions) but docbot now uses {embedder.model_id} ({embedder.dimension}); "
+                f"set embedding_model back to {built_with[0]}, or rebuild the index with `reindex` "
+                f"(bot.reindex()), which re-embeds every file"
+            )
+
+    @staticmethod
+    def list_domains(client) -> list[str]:
+        """Domains that have a collection in the store."""
+        return sorted((c.metadata or {}).get("domain", c.name) for c in client.list_collections()
+                      if c.name.startswith("docbot-"))
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def sync(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool = True) -> SyncReport:
+        """Make the collection match the folder: embed new and changed files, drop chunks of removed ones."""
+        from tqdm.auto import tqdm
+
+        root = Path(root)
+        chunking = f"{chunk_size}/{chunk_overlap}"
+        report = SyncReport(self.domain)
+        stored = self._stored_files()
+        todo: list[tuple[str, str, list[Chunk], int]] = []  # (source, file hash, chunks, pages)
+        files = discover(root)
+        report.files = len(files)
+        for path in tqdm(files, desc=f"Reading {self.domain}", unit="file", file=sys.stderr,
+                         disable=not progress, leave=False):
+            source = path.relative_to(root).as_posix()
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                self._skip(report, source, path, f"cannot be read ({exc.strerror or exc})", stored)
+                continue
+            entry = stored.get(source)
+            if entry is not None and entry.complete and entry.hashes == {(digest, chunking)}:
+                report.unchanged += 1
+                report.pages += entry.pages
+                report.chunks += len(entry.ids)
+                continue
+            try:
+                pages = read_pages(path)
+            except DocumentError as exc:
+                self._skip(report, source, path, str(exc).split(": ", 1)[-1], stored)
+                continue
+            todo.append((source, digest, chunk_pages(self.domain, source, pages, chunk_size, chunk_overlap),
+                         len(pages)))
+            (report.changed if entry is not None else report.added).append(source)
+        for source in sorted(set(stored) - {p.relative_to(root).as_posix() for p in files}):
+            self._delete_ids(stored[source].ids)
+            report.removed.append(source)
+        total = sum(len(chunks) for _, _, chunks, _ in todo)
+        with tqdm(total=total, desc=f"Indexing {self.domain}", unit="chunk", file=sys.stderr,
+                  disable=not progress or total == 0) as bar:
+            for group in _groups(todo, _EMBED_GROUP):
+                vectors = self.embedder.embed([c.text for _, _, chunks, _ in group for c in chunks])
+                start = 0
+                for source, digest, chunks, pages in group:
+                    self._write_file(chunks, vectors[start:start + len(chunks)], digest, chunking,
+                                     stored.get(source))
+                    start += len(chunks)
+                    report.pages += pages
+                    report.chunks += len(chunks)
+                    bar.update(len(chunks))
+        return report
+
+    def query(self, embedding: np.ndarray, n: int) -> list[Hit]:
+        """The `n` nearest chunks to a unit-length query embedding."""
+        n = min(n, self.count())
+        if n == 0:
+            return []
+        res = self._collection.query(query_embeddings=[embedding], n_results=n,
+                                     include=["documents", "metadatas", "distances"])
+        return [Hit(i, d, m["source"], m.get("page"), 1.0 - dist)
+                for i, d, m, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
+                                         res["distances"][0])]
+
+    def get(self, ids: list[str], query_embedding: np.ndarray) -> list[Hit]:
+        """Chunks by id, with their similarity to the query (for hits found by keyword search)."""
+        if not ids:
+            return []
+        res = self._collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        sims = np.asarray(res["embeddings"], dtype=np.float32) @ query_embedding
+        by_id = {i: Hit(i, d, m["source"], m.get("page"), float(s))
+                 for i, d, m, s in zip(res["ids"], res["documents"], res["metadatas"], sims)}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def all_texts(self) -> tuple[list[str], list[str]]:
+        """Every chunk's id and text, for building the keyword index."""
+        res = self._collection.get(include=["documents"])
+        return res["ids"], res["documents"]
+
+    def sources(self) -> dict[str, int]:
+        """Indexed files and their chunk counts."""
+        return {source: len(entry.ids) for source, entry in self._stored_files().items()}
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _stored_files(self) -> dict[str, _StoredFile]:
+        res = self._collection.get(include=["metadatas"])
+        files: dict[str, _StoredFile] = defaultdict(_StoredFile)
+        for chunk_id, meta in zip(res["ids"], res["metadatas"]):
+            entry = files[meta["source"]]
+            entry.ids.append(chunk_id)
+            entry.hashes.add((meta["file_hash"], meta["chunking"]))
+            entry.expected = meta["file_chunks"]
+            entry.page_numbers.add(meta.get("page"))
+        return dict(files)
+
+    def _write_file(self, chunks: list[Chunk], vectors: np.ndarray, digest: str, chunking: str,
+                    old: _StoredFile | None) -> None:
+        """Add a file's new chunks, then remove its old ones: a crash in between leaves it marked incomplete."""
+        metas = [{"source": c.source, "chunk_no": c.chunk_no, "file_hash": digest, "chunking": chunking,
+                  "file_chunks": len(chunks), **({"page": c.page} if c.page is not None else {})} for c in chunks]
+        step = self._client.get_max_batch_size()
+        for i in range(0, len(chunks), step):
+            self._collection.upsert(ids=[c.id for c in chunks[i:i + step]], embeddings=vectors[i:i + step],
+                                    documents=[c.text for c in chunks[i:i + step]], metadatas=metas[i:i + step])
+        if old is not None:
+            self._delete_ids(sorted(set(old.ids) - {c.id for c in chunks}))
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        step = self._client.get_max_batch_size()
+        for i in range(0, len(ids), step):
+            self._collection.delete(ids=ids[i:i + step])
+
+    def _skip(self, report: SyncReport, source: str, path: Path, reason: str,
+              stored: dict[str, _StoredFile]) -> None:
+        """Report an unreadable file; chunks from an earlier readable version go, as they no longer match it."""
+        log.warning("skipped %s: %s", path, reason)
+        report.skipped.append((source, reason))
+        if source in stored:
+            self._delete_ids(stored.pop(source).ids)
+
+
+@dataclass
+class _StoredFile:
+    ids: list[str] = field(default_factory=list)
+    hashes: set[tuple[str, str]] = field(default_factory=set)
+    expected: int = 0
+    page_numbers: set[int | None] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.hashes) == 1 and len(self.ids) == self.expected
+
+    @property
+    def pages(self) -> int:
+        return len(self.page_numbers)
+
+
+def _groups(todo: list, size: int):
+    """Consecutive files whose chunks add up to about `size`, so embedding runs in large batches."""
+    group, n = [], 0
+    for item in todo:
+        group.append(item)
+        n += len(item[2])
+        if n >= size:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group

