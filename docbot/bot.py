@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from .answers import Answer, StreamingAnswer
@@ -100,7 +101,7 @@ class ConfigurableDocBot:
         else:
             provider = self.provider
             messages = build_messages(question, relevant, list(self.history))
-            pieces = provider.stream(messages, self.config.max_new_tokens)
+            pieces = _until_repeat(provider.stream(messages, self.config.max_new_tokens))
             answer = StreamingAnswer(pieces, relevant, str(provider),
                                      on_done=lambda text: self.history.append((question, text.strip())))
             if not stream:
@@ -169,6 +170,22 @@ class ConfigurableDocBot:
         self._require_domain()
         assert self._retriever is not None
         return self._retriever
+
+
+def _until_repeat(pieces: Iterator[str]) -> Iterator[str]:
+    """End a small model's degenerate loop: generation stops once a finished line repeats an earlier one."""
+    seen: set[str] = set()
+    line = ""
+    try:
+        for piece in pieces:
+            yield piece
+            *finished, line = (line + piece).split("\n")
+            for text in filter(None, (f.strip() for f in finished)):
+                if text in seen:
+                    return
+                seen.add(text)
+    finally:
+        getattr(pieces, "close", lambda: None)()
 
 
 def _check_question(question: str) -> str:

@@ -1,0 +1,47 @@
+"""The chatbot driven through stdin as a user types, its transcript checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_facts_domain
+
+
+@pytest.mark.slow
+def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, models_dir):
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    other = tmp_path / "elsewhere" / "Harbour"
+    other.mkdir(parents=True)
+    (other / "tides.md").write_text("# Tides\n\nThe Harbour tide gauge is read at 05:10 every day.\n")
+    (tmp_path / "models").symlink_to(models_dir)
+    typed = "\n".join([
+        "help",
+        "What is the maximum daily dose of Quorvane?",
+        "sources",
+        "switch nowhere",
+        f"switch harbour {other}",
+        "domains",
+        "When is the Harbour tide gauge read?",
+        "quit",
+    ]) + "\n"
+    env = {**os.environ, "DOCBOT_HISTORY": str(tmp_path / "history"), "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "rag_chat.py"), "--domain", "velmora",
+                           "--provider", "transformers"], input=typed, capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=600)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
+    assert "switch [DOMAIN [PATH]]" in out  # help
+    answer = out.split("velmora> ")[2]
+    assert "35 mg" in answer and "[1] handbook.pdf p.2" in answer
+    assert "Quorvane" in out.split("velmora> ")[3]  # `sources` shows the excerpt
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "nowhere" in error_lines[0] and "no such folder" in error_lines[0]
+    assert "harbour: 1 files" in err
+    assert "* harbour" in out and "  velmora" in out  # domains, current one starred
+    assert "05:10" in out.split("harbour> ")[2] and "tides.md" in out.split("harbour> ")[2]
+    assert "velmora: 3 files, 4 pages" in err
