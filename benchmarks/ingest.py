@@ -103,6 +103,12 @@ def model_folder() -> str:
     return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
+def _embedding_dtype() -> str:
+    from docbot import embeddings
+
+    return embeddings._dtype() if hasattr(embeddings, "_dtype") else "float32"
+
+
 def run_langchain(files: list[Path], work: Path, chunk_size: int, overlap: int) -> dict:
     import logging
 
@@ -174,8 +180,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     import fine_tuning_config as cfg
+
+    hf_logging.disable_progress_bar()  # the "Loading weights" bars would land in the middle of the table
 
     import_langchain()  # fail early, before any work, when the LangChain packages are missing
     chosen = pick(ensure_corpus(), args.files, args.min_pages, args.max_pages)
@@ -190,8 +199,8 @@ def main() -> None:
             files.append(target)
         print(f"corpus: {len(files)} PDFs, {sum(p for _, p in chosen)} pages, from {CORPUS} "
               f"({DEBIAN_PACKAGE}); chunk size {cfg.CHUNK_SIZE}, overlap {cfg.CHUNK_OVERLAP}; "
-              f"embedding model all-MiniLM-L6-v2 (bundled); torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs")
+              f"embedding model all-MiniLM-L6-v2 (bundled; docbot runs it in {_embedding_dtype()}, "
+              f"LangChain in float32); torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
         if args.order == "langchain-first":
             lc = run_langchain(files, work, cfg.CHUNK_SIZE, cfg.CHUNK_OVERLAP)
             db, again = run_docbot(docs, work)

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .answers import Answer, StreamingAnswer
-from .base_models import PACKAGED_MODELS, resolve_base_model
+from .base_models import PACKAGED_MODELS, base_model_spec, resolve_base_model
 from .config import Config, load_config
+from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
 from .errors import DocbotError
 from .index import DomainIndex, SyncReport, drop_domain, normalize_domain, open_store
@@ -112,6 +113,37 @@ class ConfigurableDocBot:
     def reset(self) -> None:
         """Forget earlier turns: the next question is read on its own."""
         self.history.clear()
+
+    # -- fine-tuning data --------------------------------------------------------------------------------------
+
+    def prepare_fine_tuning_data(self, qa_pairs: list[dict] | None = None, formats: tuple[str, ...] = FORMATS,
+                                 max_examples: int | None = None, generator: str = "auto", progress: bool = True,
+                                 **notebook_overrides: object) -> dict[str, str]:
+        """Training data from the current domain (plus your QA pairs) and the Colab notebook that trains on it.
+
+        `generator="auto"` asks the model for pairs when it is an Ollama model and derives them from the text
+        itself for the embedded 135M model (too small to write reliable JSON); "llm" or "rules" forces one.
+        Returns the written files by role; nothing earlier is overwritten.
+        """
+        from .notebook import build_notebook, write_notebook
+
+        domain = self._require_domain()
+        if generator == "auto":
+            generator = "llm" if self.provider.name == "ollama" else "rules"
+        retriever = self._require_retriever()
+        paths = prepare_dataset(
+            retriever.index.all_chunks(), domain=domain, config=self.config, generator=generator,
+            provider=self.provider if generator == "llm" else None,
+            retrieve=lambda q: retriever.search(q, self.config.top_k), qa_pairs=qa_pairs, formats=formats,
+            max_examples=max_examples, progress=progress)
+        bundle = Path(paths["bundle"])
+        notebook = build_notebook(self.config, bundle_name=bundle.name,
+                                  base_model=base_model_spec(self.config.base_model, self.config.models_dir), overrides=notebook_overrides)
+        kept = bundle.with_name(bundle.name.replace("bundle_", "fine_tuning_colab_").replace(".zip", ".ipynb"))
+        write_notebook(notebook, kept)
+        latest = Path(self.config.data_dir).parent / "fine_tuning_colab.ipynb"
+        write_notebook(notebook, latest)
+        return {**paths, "notebook": str(kept), "colab_notebook": str(latest)}
 
     # -- models -----------------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from .documents import discover, read_pages
 from .embeddings import Embedder
 from .errors import ConfigError, DocumentError, IndexMismatchError
 
-__all__ = ["DomainIndex", "SyncReport", "Hit", "drop_domain", "open_store", "normalize_domain"]
+__all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "open_store", "normalize_domain"]
 
 log = logging.getLogger("docbot")
 _EMBED_GROUP = 256  # chunks embedded per call: big enough to batch well, small enough to save progress often
@@ -39,6 +39,18 @@ class Hit:
     source: str
     page: int | None
     similarity: float
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as stored, with the content hash of the file it came from."""
+
+    id: str
+    text: str
+    source: str
+    page: int | None
+    chunk_no: int
+    file_hash: str
 
 
 @dataclass
@@ -194,6 +206,13 @@ class DomainIndex:
         """Every chunk's id and text, for building the keyword index."""
         res = self._collection.get(include=["documents"])
         return res["ids"], res["documents"]
+
+    def all_chunks(self) -> list[StoredChunk]:
+        """Every chunk with its file's content hash, in document order (file, page, position)."""
+        res = self._collection.get(include=["documents", "metadatas"])
+        chunks = [StoredChunk(i, d, m["source"], m.get("page"), m["chunk_no"], m["file_hash"])
+                  for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])]
+        return sorted(chunks, key=lambda c: (c.source, c.page or 0, c.chunk_no))
 
     def sources(self) -> dict[str, int]:
         """Indexed files and their chunk counts."""

@@ -26,6 +26,7 @@ Ask a question about the current domain's documents, or type a command:
   sources                   excerpts of the last answer's sources
   model [PROVIDER] [MODEL]  show the model, or change it (provider: auto, transformers, ollama)
   reindex                   rebuild the current domain's index from scratch
+  fine-tune                 write training data and the Colab notebook from the current domain
   reset                     forget the conversation so far (follow-up questions use the last turns)
   quit, exit                leave (Ctrl-D too); Ctrl-C stops an answer"""
 
@@ -132,6 +133,18 @@ class Repl:
 
     def cmd_reindex(self, _: str) -> None:
         self.say(str(self.bot.reindex()))
+
+    def cmd_fine_tune(self, _: str) -> None:
+        import json
+
+        files = self.bot.prepare_fine_tuning_data()
+        card = json.loads(Path(files["card"]).read_text(encoding="utf-8"))
+        kept = ", ".join(f"{n} from {g}" for g, n in card["generator"]["kept"].items())
+        counts = ", ".join(f"{fmt} {c['train']} train / {c['validation']} validation"
+                           for fmt, c in card["counts"].items())
+        self.say(f"generator {card['generator']['requested']}: {kept}; {counts}")
+        for role, path in files.items():
+            print(f"  {role:<22} {path}", file=self.out)
 
     def cmd_reset(self, _: str) -> None:
         self.bot.reset()

@@ -90,3 +90,11 @@ def facts_bot(tmp_path_factory, models_dir):
                              index_dir=str(work / "index"), models_dir=str(models_dir))
     bot.load_domain("velmora", docs, progress=False)
     return bot
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """Folder of a tiny random Llama chat model (tests/tiny_model.py): trains and generates in a blink."""
+    from tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny_model")))

@@ -23,6 +23,7 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
         "help",
         "What is the maximum daily dose of Quorvane?",
         "sources",
+        "fine-tune",
         "switch nowhere",
         f"switch harbour {other}",
         "domains",
@@ -39,6 +40,10 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
     answer = out.split("velmora> ")[2]
     assert "35 mg" in answer and "[1] handbook.pdf p.2" in answer
     assert "Quorvane" in out.split("velmora> ")[3]  # `sources` shows the excerpt
+    assert "generator rules:" in err and "chat_train" in out
+    written = sorted(p.name for p in (tmp_path / "fine_tuning_data").iterdir())
+    assert any(n.startswith("instruction_data_velmora_") for n in written) and any(n.startswith("bundle_") for n in written)
+    assert (tmp_path / "fine_tuning_colab.ipynb").is_file()
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and "nowhere" in error_lines[0] and "no such folder" in error_lines[0]
     assert "harbour: 1 files" in err

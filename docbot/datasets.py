@@ -1,0 +1,275 @@
+"""Training records from an indexed domain: the three formats, the split by document, validation, the card.
+
+A record is one question with its answer and the chunk it came from. The instruction and chat formats carry the
+prompt exactly as the bot builds it at answer time (`prompts.build_messages`), so a fine-tuned model is trained on
+what it will see; RAFT-style copies add distractor chunks from other documents of the same split, so the model
+learns to answer from the right block.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ._io import sha256_file, write_bytes_atomic, write_json_atomic
+from .config import Config
+from .errors import DocbotError
+from .index import StoredChunk
+from .prompts import build_messages
+from .providers import Provider
+from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
+from .retrieval import Source
+
+__all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs", "prepare_dataset"]
+
+FORMATS = ("instruction", "qa", "chat")
+INSTRUCTION = "Answer the question from the numbered context blocks."
+VALIDATION_FRACTION = 0.2  # share of documents held out; at least one when a domain has two or more
+RAFT_DISTRACTORS = 2  # distractor chunks added beside the gold chunk in a RAFT example
+_REQUIRED = {"instruction": ("instruction", "input", "output"), "qa": ("question", "context", "answer"),
+             "chat": ("messages",)}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example before formatting; `context` is the gold chunk first, then any distractors."""
+
+    question: str
+    answer: str
+    source: str | None
+    page: int | None
+    chunk_id: str | None
+    generator: str  # "rules", "llm" or "user"
+    context: tuple[StoredChunk, ...]
+    paraphrase: str | None = None
+    raft: bool = False
+
+
+def to_row(record: Record, fmt: str, order: Sequence[int] | None = None) -> dict:
+    """The record in one of the guide's formats, with its provenance alongside."""
+    blocks = [record.context[i] for i in (order or range(len(record.context)))]
+    prompt = build_messages(record.question, [Source(c.source, c.page, c.id, 1.0, "", c.text) for c in blocks])
+    meta = {"source": record.source, "page": record.page, "chunk_id": record.chunk_id,
+            "generator": record.generator, "raft": record.raft}
+    if fmt == "instruction":
+        return {"instruction": INSTRUCTION, "input": prompt[-1]["content"], "output": record.answer, **meta}
+    if fmt == "qa":
+        return {"question": record.question, "context": record.context[0].text if record.context else "",
+                "answer": record.answer, **meta}
+    if fmt == "chat":
+        return {"messages": [*prompt, {"role": "assistant", "content": record.answer}], **meta}
+    raise DocbotError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def validate_qa_pairs(qa_pairs: Sequence[dict] | None) -> list[dict]:
+    """The user's pairs, checked: a missing or empty field is an error naming the pair's index and the field."""
+    checked = []
+    for i, pair in enumerate(qa_pairs or []):
+        if not isinstance(pair, dict):
+            raise DocbotError(f"qa_pairs[{i}] must be a dict with question, answer and optional source")
+        for field in ("question", "answer"):
+            if not isinstance(pair.get(field), str) or not pair[field].strip():
+                raise DocbotError(f"qa_pairs[{i}]: field {field!r} is missing or empty")
+        if pair.get("source") is not None and not isinstance(pair["source"], str):
+            raise DocbotError(f"qa_pairs[{i}]: field 'source' must be a file name (a string)")
+        checked.append(pair)
+    return checked
+
+
+def validate_jsonl(path: str | Path, fmt: str | None = None) -> list[str]:
+    """Every problem in a JSONL training file as 'file:line: reason' (empty when the file is valid)."""
+    path = Path(path)
+    fmt = fmt or next((f for f in FORMATS if path.name.startswith(f)), None)
+    problems = []
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [f"{path}: cannot be read ({exc.strerror or exc})"]
+    if raw.startswith(b"\xef\xbb\xbf"):
+        problems.append(f"{path}:1: starts with a UTF-8 byte order mark; save the file without it")
+        raw = raw[3:]
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    for no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            problems.append(f"{path}:{no}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{path}:{no}: expected a JSON object, got {type(row).__name__}")
+            continue
+        row_fmt = fmt or next((f for f, keys in _REQUIRED.items() if set(keys) <= set(row)), None)
+        if row_fmt is None:
+            problems.append(f"{path}:{no}: keys {sorted(row)} match no format ({_describe_formats()})")
+            continue
+        problems += [f"{path}:{no}: {p}" for p in _row_problems(row, row_fmt)]
+    if not any(line.strip() for line in lines):
+        problems.append(f"{path}: no examples")
+    return problems
+
+
+def _row_problems(row: dict, fmt: str) -> list[str]:
+    problems = [f"missing or empty field {k!r}" for k in _REQUIRED[fmt]
+                if k != "messages" and (not isinstance(row.get(k), str) or not row[k].strip())]
+    if fmt == "chat":
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return ["'messages' must be a non-empty list"]
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                    or not isinstance(m.get("content"), str):
+                problems.append(f"messages[{i}] must have role system/user/assistant and string content")
+        if isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
+            problems.append("the last message must be the assistant's answer")
+    return problems
+
+
+def _describe_formats() -> str:
+    return "; ".join(f"{f}: {', '.join(keys)}" for f, keys in _REQUIRED.items())
+
+
+# -- preparing a dataset ----------------------------------------------------------------------------------------
+
+
+def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Config, generator: str,
+                    provider: Provider | None, retrieve: Callable[[str], list[Source]],
+                    qa_pairs: Sequence[dict] | None = None, formats: Sequence[str] = FORMATS,
+                    max_examples: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Generate, filter, split and write one stamped dataset; returns the written paths by role."""
+    from tqdm.auto import tqdm
+
+    user_pairs = validate_qa_pairs(qa_pairs)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise DocbotError(f"unknown format(s) {unknown or formats}; choose from {', '.join(FORMATS)}")
+    if not chunks:
+        raise DocbotError(f"domain '{domain}' has no indexed text; add documents and load it first")
+    if generator not in ("rules", "llm"):
+        raise DocbotError(f"generator must be 'auto', 'rules' or 'llm', got {generator!r}")
+    max_examples = config.max_training_examples if max_examples is None else max_examples
+    started = time.monotonic()
+    records, kept, dedupe = [], Counter(), Deduper()
+    for chunk in tqdm(chunks, desc=f"Generating QA ({generator})", unit="chunk", file=sys.stderr,
+                      disable=not progress):
+        pairs = rules_pairs(chunk.text) if generator == "rules" else llm_pairs(provider, chunk.text)
+        for pair in pairs:
+            if grounded(pair.answer, chunk.text) and dedupe.add(pair.question):
+                records.append(Record(pair.question, pair.answer, chunk.source, chunk.page, chunk.id,
+                                      pair.generator, (chunk,), pair.paraphrase))
+                kept[pair.generator] += 1
+    by_id = {c.id: c for c in chunks}
+    for pair in user_pairs:
+        hits = retrieve(pair["question"])
+        best = next((h for h in hits if pair.get("source") in (None, h.file)), hits[0] if hits else None)
+        context = (by_id[best.chunk_id],) if best is not None and best.chunk_id in by_id else ()
+        records.append(Record(pair["question"], pair["answer"], pair.get("source") or (best and best.file),
+                              best.page if best else None, best.chunk_id if best else None, "user", context))
+    kept["user"] = len(user_pairs)
+
+    rng = random.Random(seed)
+    validation_docs = _validation_sources(sorted({c.source for c in chunks}), rng)
+    splits = {"train": [], "validation": []}
+    for record in records:
+        splits["validation" if record.source in validation_docs else "train"].append(record)
+    for name, split in splits.items():
+        split += _raft_copies([r for r in split if r.generator != "user"], chunks, validation_docs,
+                              name == "validation", rng)
+    splits = _cap(splits, max_examples, rng)
+
+    stamp = _free_stamp(Path(config.data_dir), domain)
+    out = Path(config.data_dir)
+    paths: dict[str, str] = {}
+    for fmt in formats:
+        for name, split in splits.items():
+            path = out / f"{fmt}_data_{stamp}_{name}.jsonl"
+            rows = (json.dumps(to_row(r, fmt, _order(r, rng)), ensure_ascii=False) for r in split)
+            write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8") if split else b"")
+            paths[f"{fmt}_{name}"] = str(path)
+    card = {
+        "schema_version": 1, "domain": domain, "stamp": stamp,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generator": {"requested": generator, "kept": dict(kept), "seconds": round(time.monotonic() - started, 2)},
+        "counts": {fmt: {name: len(split) for name, split in splits.items()} for fmt in formats},
+        "raft_examples": {name: sum(r.raft for r in split) for name, split in splits.items()},
+        "sources": [{"file": s, "sha256": h, "split": "validation" if s in validation_docs else "train"}
+                    for s, h in sorted({(c.source, c.file_hash) for c in chunks})],
+        "files": {Path(p).name: sha256_file(Path(p)) for p in paths.values()},
+        "config": {k: v for k, v in asdict(config).items() if k in ("chunk_size", "chunk_overlap", "embedding_model")}
+        | {"max_examples": max_examples, "seed": seed, "formats": list(formats)},
+        "held_out_paraphrases": [{"question": r.paraphrase, "answer": r.answer, "source": r.source, "page": r.page}
+                                 for r in splits["train"] if r.paraphrase and not r.raft],
+    }
+    card_path = out / f"dataset_card_{stamp}.json"
+    write_json_atomic(card_path, card)
+    bundle = out / f"bundle_{stamp}.zip"
+    _write_bundle(bundle, [Path(p) for p in paths.values()] + [card_path])
+    return {**paths, "card": str(card_path), "bundle": str(bundle)}
+
+
+def _validation_sources(sources: list[str], rng: random.Random) -> set[str]:
+    if len(sources) < 2:
+        return set()
+    return set(rng.sample(sources, max(1, round(len(sources) * VALIDATION_FRACTION))))
+
+
+def _raft_copies(records: list[Record], chunks: Sequence[StoredChunk], validation_docs: set[str],
+                 validation: bool, rng: random.Random) -> list[Record]:
+    """Each record again with distractor chunks from other documents of the same split."""
+    pool = [c for c in chunks if (c.source in validation_docs) == validation]
+    copies = []
+    for record in records:
+        others = [c for c in pool if c.source != record.source]
+        if others:
+            distractors = tuple(rng.sample(others, min(RAFT_DISTRACTORS, len(others))))
+            copies.append(replace(record, context=record.context + distractors, raft=True))
+    return copies
+
+
+def _cap(splits: dict[str, list[Record]], max_examples: int, rng: random.Random) -> dict[str, list[Record]]:
+    """At most `max_examples` in all, kept in proportion per split; the user's own pairs always stay."""
+    total = sum(len(s) for s in splits.values())
+    capped = {}
+    for name, split in splits.items():
+        user = [r for r in split if r.generator == "user"]
+        rest = [r for r in split if r.generator != "user"]
+        rng.shuffle(rest)
+        room = max(0, (len(split) * max_examples) // max(total, 1) - len(user)) if total > max_examples \
+            else len(rest)
+        capped[name] = user + rest[:room]
+    return capped
+
+
+def _order(record: Record, rng: random.Random) -> list[int]:
+    """Where the gold block sits among the distractors: shuffled, so position says nothing."""
+    order = list(range(len(record.context)))
+    rng.shuffle(order)
+    return order
+
+
+def _free_stamp(folder: Path, domain: str) -> str:
+    """`<domain>_<UTC time>`, with a suffix if a dataset with that stamp exists: nothing is overwritten."""
+    base = f"{domain}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    stamp, n = base, 1
+    while (folder / f"dataset_card_{stamp}.json").exists():
+        n += 1
+        stamp = f"{base}-{n}"
+    return stamp
+
+
+def _write_bundle(path: Path, files: list[Path]) -> None:
+    """The one zip the notebook asks for: data files and card at its top level."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f.name)
+    write_bytes_atomic(path, tmp.read_bytes())
+    tmp.unlink()

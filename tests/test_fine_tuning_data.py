@@ -1,0 +1,158 @@
+"""Training data from an indexed domain: formats, grounding, the user's pairs, splits, limits, versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from docbot import ConfigurableDocBot, DocbotError
+from docbot.datasets import validate_jsonl
+from docbot.qa_generation import grounded, parse_llm_json
+
+USER_PAIRS = [
+    {"question": "Which pharmacist signs the Quorvane stock book?", "answer": "Odalys Penhallow signs it weekly.",
+     "source": "team/staff.md"},
+    {"question": "Is the Velmora car park free?", "answer": "Yes, for patients."},
+]
+KEYS = {"instruction": {"instruction", "input", "output"}, "qa": {"question", "context", "answer"},
+        "chat": {"messages"}}
+
+
+def bot_writing_to(facts_bot, data_dir):
+    """A bot on the facts domain's index (already built, so loading it embeds nothing) writing data to data_dir."""
+    bot = ConfigurableDocBot(config=facts_bot.config.replace(data_dir=str(data_dir)))
+    bot.load_domain(facts_bot.domain, facts_bot.documents_path, progress=False)
+    return bot
+
+
+@pytest.fixture(scope="module")
+def prepared(facts_bot, tmp_path_factory):
+    bot = bot_writing_to(facts_bot, tmp_path_factory.mktemp("ft") / "fine_tuning_data")
+    return bot, bot.prepare_fine_tuning_data(qa_pairs=USER_PAIRS, progress=False)
+
+
+def rows(path):
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_three_formats_written_valid_and_loadable(prepared):
+    from datasets import load_dataset
+
+    _, files = prepared
+    for fmt, keys in KEYS.items():
+        for split in ("train", "validation"):
+            path = files[f"{fmt}_{split}"]
+            assert path.split("/")[-1].startswith(f"{fmt}_data_")
+            assert validate_jsonl(path) == []
+            assert all(keys <= set(r) for r in rows(path))
+        loaded = load_dataset("json", data_files={"train": files[f"{fmt}_train"]})
+        assert loaded["train"].num_rows == len(rows(files[f"{fmt}_train"])) > 0
+
+
+def test_model_free_pairs_are_grounded_and_never_give_away_their_answer(prepared):
+    _, files = prepared
+    generated = [r for s in ("train", "validation") for r in rows(files[f"qa_{s}"]) if r["generator"] == "rules"]
+    assert len(generated) >= 5
+    for r in generated:
+        assert r["answer"].lower() in r["context"].lower() and grounded(r["answer"], r["context"])
+        assert r["answer"].lower() not in r["question"].lower()
+
+
+def test_user_pairs_are_kept_verbatim_and_chat_prompts_match_the_bot(prepared):
+    bot, files = prepared
+    chat = rows(files["chat_train"]) + rows(files["chat_validation"])
+    for pair in USER_PAIRS:
+        match = [r for r in chat if r["generator"] == "user" and r["messages"][-1]["content"] == pair["answer"]]
+        assert len(match) == 1 and match[0]["messages"][0]["content"].endswith(pair["question"])
+    plain = next(r for r in chat if not r["raft"])
+    assert "<<<BLOCK 1 (" in plain["messages"][0]["content"] and "<<<BLOCK 2" not in plain["messages"][0]["content"]
+    raft = [r for r in chat if r["raft"]]
+    assert raft and all("<<<BLOCK 2 (" in r["messages"][0]["content"] for r in raft)
+
+
+def test_no_document_is_in_both_splits_and_the_card_describes_the_data(prepared):
+    _, files = prepared
+    train = {r["source"] for r in rows(files["qa_train"])}
+    validation = {r["source"] for r in rows(files["qa_validation"])}
+    assert train and validation and not train & validation
+    card = json.loads(open(files["card"]).read())
+    assert card["counts"]["chat"] == {"train": len(rows(files["chat_train"])),
+                                      "validation": len(rows(files["chat_validation"]))}
+    assert {s["file"] for s in card["sources"]} == {"handbook.pdf", "storage.txt", "team/staff.md"}
+    assert all(len(s["sha256"]) == 64 for s in card["sources"]) and card["generator"]["kept"]["user"] == 2
+
+
+def test_max_examples_caps_the_data_but_keeps_user_pairs(facts_bot, tmp_path):
+    bot = bot_writing_to(facts_bot, tmp_path / "data")
+    files = bot.prepare_fine_tuning_data(qa_pairs=USER_PAIRS, max_examples=4, formats=("qa",), progress=False)
+    kept = rows(files["qa_train"]) + rows(files["qa_validation"])
+    assert len(kept) <= 4 and sum(r["generator"] == "user" for r in kept) == 2
+    assert "chat_train" not in files
+
+
+def test_a_second_run_writes_new_files_and_leaves_the_first_untouched(prepared):
+    bot, first = prepared
+    before = {k: open(v, "rb").read() for k, v in first.items() if k != "colab_notebook"}
+    second = bot.prepare_fine_tuning_data(progress=False)
+    assert set(second.values()).isdisjoint(v for k, v in first.items() if k != "colab_notebook")
+    assert before == {k: open(v, "rb").read() for k, v in first.items() if k != "colab_notebook"}
+    assert second["colab_notebook"] == first["colab_notebook"]  # the guide's path always holds the latest
+
+
+def test_bad_user_pairs_are_refused_naming_index_and_field(facts_bot, tmp_path):
+    bot = bot_writing_to(facts_bot, tmp_path / "data")
+    with pytest.raises(DocbotError, match=r"qa_pairs\[1\]: field 'answer' is missing or empty"):
+        bot.prepare_fine_tuning_data(qa_pairs=[USER_PAIRS[0], {"question": "Why?", "answer": " "}])
+    with pytest.raises(DocbotError, match=r"qa_pairs\[0\]: field 'question'"):
+        bot.prepare_fine_tuning_data(qa_pairs=[{"answer": "x"}])
+    assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_validate_reports_every_problem_as_file_and_line(tmp_path):
+    bad = tmp_path / "chat_data_bad.jsonl"
+    bad.write_bytes(b'\xef\xbb\xbf{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", '
+                    b'"content": "a"}]}\n{"messages": [\nnull\n[1, 2]\n{"messages": [{"role": "user", '
+                    b'"content": "q"}]}\n{"other": 1}\n')
+    problems = validate_jsonl(bad)
+    assert problems[0] == f"{bad}:1: starts with a UTF-8 byte order mark; save the file without it"
+    assert [p.split(":")[1] for p in problems[1:]] == ["2", "3", "4", "5", "6"]
+    assert "not valid JSON" in problems[1] and "expected a JSON object, got NoneType" in problems[2]
+    assert "last message must be the assistant" in problems[4] and "'messages'" in problems[5]
+    done = subprocess.run([sys.executable, str(REPO / "fine_tuning.py"), "validate", str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and f"{bad}:2: not valid JSON" in done.stderr
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('Sure! Here are the pairs:\n[{"question": "Q1?", "answer": "A1", "paraphrase": "P1?"},\n'
+     ' {"question": "Q2?", "answer": "A2"}]\nHope this helps.', [("Q1?", "A1", "P1?"), ("Q2?", "A2", None)]),
+    ('[{"question": "Q1?", "answer": "A1"}, {"question": "Q2?", "ans', [("Q1?", "A1", None)]),  # truncated
+    ('```json\n{"q": "Q1?", "response": "A1",\n}\n```', [("Q1?", "A1", None)]),  # wrong keys, trailing comma
+    ('{"title": "x", "text": "y"}', []),
+    ("Question: Q1?\n\nAnswer: A1.", [("Q1?", "A1.", None)]),
+    ("I cannot help with that.", []),
+])
+def test_llm_reply_parser_keeps_what_it_can(reply, expected):
+    assert parse_llm_json(reply) == expected
+
+
+@pytest.mark.slow
+def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_path, models_dir):
+    docs = tmp_path / "Documents" / "Formulary"
+    docs.mkdir(parents=True)
+    shutil.copy(REPO / "Documents" / "Medical" / "formulary.pdf", docs)
+    bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                             index_dir=str(tmp_path / "index"), models_dir=str(models_dir),
+                             data_dir=str(tmp_path / "data"))
+    bot.load_domain("formulary", progress=False)
+    files = bot.prepare_fine_tuning_data(generator="llm", formats=("qa",), progress=False)
+    card = json.loads(open(files["card"]).read())
+    assert card["generator"]["requested"] == "llm" and card["generator"]["kept"].get("llm", 0) >= 1
+    for r in rows(files["qa_train"]) + rows(files["qa_validation"]):
+        assert r["generator"] == "llm" and grounded(r["answer"], r["context"])
