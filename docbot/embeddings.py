@@ -3,13 +3,12 @@
 On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX) the model runs in bfloat16: embedding, the cost of
 indexing, is then ~1.7x faster, and each vector stays within cosine 0.999 of the float32 one (measured on 1,352
 chunks of LaTeX documentation with benchmarks/ingest.py's corpus). Vectors are always normalized in float32, so
-indexes built either way are interchangeable. `DOCBOT_EMBEDDING_DTYPE=float32` (or `bfloat16`) overrides the choice.
+indexes built either way are interchangeable.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,9 +55,6 @@ def _load(location: str, dtype: str = "float32"):
 
 def _dtype() -> str:
     """bfloat16 where the CPU computes it natively (faster at the same quality), else float32."""
-    choice = os.environ.get("DOCBOT_EMBEDDING_DTYPE", "").strip().lower()
-    if choice in ("float32", "bfloat16"):
-        return choice
     import torch
 
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
