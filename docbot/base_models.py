@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from ._io import sha256_file, write_json_atomic
 from .errors import ModelNotFoundError
 
-__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "base_model_spec", "resolve_base_model"]
+__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "resolve_base_model"]
 
 MANIFEST_NAME = "docbot_base_model.json"
 
@@ -49,18 +48,6 @@ def resolve_base_model(name: str, models_dir: str | Path) -> str:
     if spec is not None:
         return str(_ensure_converted(spec, Path(models_dir)))
     return str(Path(name)) if Path(name).is_dir() else name
-
-
-def base_model_spec(name: str, models_dir: str | Path) -> dict:
-    """How a notebook obtains the same base model as this machine, with the fingerprint its adapter records."""
-    spec = PACKAGED_MODELS.get(name)
-    if spec is not None:
-        manifest = json.loads((_ensure_converted(spec, Path(models_dir)) / MANIFEST_NAME).read_text())
-        return {"kind": "packaged", "name": spec.name, "distribution": spec.distribution, "version": spec.version,
-                "gguf_file": spec.gguf_file, "fingerprint": manifest["fingerprint"]}
-    if Path(name).is_dir():
-        return {"kind": "local", "name": Path(name).name, "path": str(Path(name).resolve())}
-    return {"kind": "hub", "name": name, "revision": "main"}
 
 
 def _package_dir(spec: PackagedModel) -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .answers import Answer, StreamingAnswer
-from .base_models import PACKAGED_MODELS, base_model_spec, resolve_base_model
+from .base_models import PACKAGED_MODELS, resolve_base_model
 from .config import Config, load_config
 from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
@@ -125,7 +125,7 @@ class ConfigurableDocBot:
         itself for the embedded 135M model (too small to write reliable JSON); "llm" or "rules" forces one.
         Returns the written files by role; nothing earlier is overwritten.
         """
-        from .notebook import build_notebook, write_notebook
+        from .notebook import base_model_source, build_notebook, write_notebook
 
         domain = self._require_domain()
         if generator == "auto":
@@ -137,8 +137,9 @@ class ConfigurableDocBot:
             retrieve=lambda q: retriever.search(q, self.config.top_k), qa_pairs=qa_pairs, formats=formats,
             max_examples=max_examples, progress=progress)
         bundle = Path(paths["bundle"])
-        notebook = build_notebook(self.config, bundle_name=bundle.name,
-                                  base_model=base_model_spec(self.config.base_model, self.config.models_dir), overrides=notebook_overrides)
+        base_model = base_model_source(self.config.base_model, self.config.models_dir)
+        notebook = build_notebook(self.config, bundle_name=bundle.name, base_model=base_model,
+                                  overrides=notebook_overrides)
         kept = bundle.with_name(bundle.name.replace("bundle_", "fine_tuning_colab_").replace(".zip", ".ipynb"))
         write_notebook(notebook, kept)
         latest = Path(self.config.data_dir).parent / "fine_tuning_colab.ipynb"
