@@ -3,7 +3,8 @@
     python fine_tuning.py validate FILE [FILE ...]   # every problem as file:line: reason; exit 1 if any
 
 Library use: `ConfigurableDocBot.prepare_fine_tuning_data()` writes the data and the notebook;
-`validate_file(path)` checks a JSONL file against its format (the guide's `json.load` cannot read JSONL).
+`validate_file(path)` checks a JSONL file against its format (the guide's `json.load` cannot read JSONL);
+`train_lora(bot)` trains a LoRA adapter on this machine and registers it in `models/`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import sys
 
 from docbot.datasets import FORMATS, validate_jsonl
 
-__all__ = ["FORMATS", "prepare_fine_tuning_data", "validate_file", "main"]
+__all__ = ["FORMATS", "prepare_fine_tuning_data", "train_lora", "validate_file", "main"]
 
 
 def prepare_fine_tuning_data(bot, **kwargs) -> dict[str, str]:
     """Same as `bot.prepare_fine_tuning_data(**kwargs)`: data files, card, bundle zip and notebook."""
     return bot.prepare_fine_tuning_data(**kwargs)
+
+
+def train_lora(bot, **kwargs):
+    """Same as `bot.train(**kwargs)`: LoRA on the newest prepared data, registered as the next version."""
+    return bot.train(**kwargs)
 
 
 def validate_file(path: str, fmt: str | None = None) -> list[str]:

@@ -17,7 +17,7 @@ LORA_RANK = 8  # r=8 on q/v trains ~0.3% of SmolLM2's weights; raise it for larg
 LORA_ALPHA = 16  # 2 x rank, the usual scaling
 LORA_DROPOUT = 0.05  # light regularisation for small datasets
 LORA_TARGET_MODULES = ("q_proj", "v_proj")  # attention projections of Llama-style models (SmolLM2, Qwen, Llama)
-MAX_SEQ_LENGTH = 512  # tokens per training example: room for a question, 2-3 context blocks and the answer
+MAX_SEQ_LENGTH = 1024  # tokens per training example: a RAFT example (3 blocks of ~250 tokens), question, answer
 
 # --- Data processing ---------------------------------------------------------------------------------------------
 CHUNK_SIZE = 1000  # characters per chunk: about 250 tokens, a paragraph or two of context

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 from .answers import Answer, StreamingAnswer
-from .base_models import PACKAGED_MODELS, resolve_base_model
+from .base_models import PACKAGED_MODELS, base_fingerprint, resolve_base_model
+from ._io import sha256_file
 from .config import Config, load_config
 from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
@@ -16,6 +19,9 @@ from .errors import DocbotError
 from .index import DomainIndex, SyncReport, drop_domain, normalize_domain, open_store
 from .prompts import NOT_COVERED, build_messages
 from .providers import OllamaProvider, Provider, TransformersProvider, ollama_serves
+from .providers.transformers_local import load_model
+from .registry import (ModelVersion, find_version, import_zip, list_versions, probe_logits, probe_matches,
+                       read_adapter_manifest, register)
 from .retrieval import Retriever, Source
 
 __all__ = ["ConfigurableDocBot"]
@@ -33,6 +39,7 @@ class ConfigurableDocBot:
 
     def __init__(self, domain: str | None = None, documents_path: str | Path | None = None, *,
                  provider: str | None = None, model: str | None = None, config: Config | None = None,
+                 use_fine_tuned: bool = False, fine_tuned_model_path: str | Path | None = None,
                  **overrides: object) -> None:
         if provider is not None:
             overrides["provider"] = provider
@@ -46,8 +53,11 @@ class ConfigurableDocBot:
         self.documents_path: Path | None = None
         self.history: deque[tuple[str, str]] = deque(maxlen=self.config.history_turns)
         self.last_answer: Answer | StreamingAnswer | None = None
+        self.fine_tuned: ModelVersion | None = None
         if domain is not None:
             self.load_domain(domain, documents_path)
+        if use_fine_tuned or fine_tuned_model_path is not None:
+            self.switch_to_fine_tuned_model(fine_tuned_model_path)
 
     # -- domains ---------------------------------------------------------------------------------------------
 
@@ -161,6 +171,127 @@ class ConfigurableDocBot:
         new = self._make_provider(config.provider, model)
         self.config, self._model_choice, self._provider = config, model, new
         return new
+
+    # -- fine-tuned models -------------------------------------------------------------------------------------
+
+    def fine_tuned_versions(self, all_domains: bool = False) -> list[ModelVersion]:
+        """Registered fine-tuned versions (of the current domain unless `all_domains`), newest first."""
+        return list_versions(self.config.models_dir, None if all_domains else self.domain)
+
+    def switch_to_fine_tuned_model(self, path: str | Path | None = None) -> Provider:
+        """Answer with a fine-tuned model: a registry version (folder or name), an adapter folder (such as the
+        notebook's unpacked `rag_chatbot_fine_tuned/`) or its zip, both imported into the registry first, or a
+        merged model folder. With no path: the current domain's newest version. The adapter's base model is
+        checked against the local one before loading, and its probe logits after."""
+        target = self._resolve_fine_tuned(path)
+        if isinstance(target, Path):  # a merged, standalone model folder
+            return self.set_model("transformers", str(target))
+        adapter = target.manifest["adapter"]["base_model"]
+        location = self._checked_base(adapter, target.name)
+        provider = TransformersProvider(location, label=f"{adapter['name']}+{target.name}", adapter=str(target.path))
+        measured = probe_logits(provider.tokenizer, TransformersProvider(location).lm, provider.lm)
+        if not probe_matches(target.manifest["probe"], measured):
+            raise DocbotError(f"{target.name} did not load as trained: its probe logits differ from the recorded "
+                              f"ones (a mismatched base or an adapter that is ignored); nothing was switched")
+        self.config, self._model_choice, self._provider = self.config.replace(provider="transformers"), None, provider
+        self.fine_tuned = target
+        return provider
+
+    def train(self, max_steps: int = -1, resume: bool = True, early_stopping_patience: int | None = None,
+              **overrides: object) -> ModelVersion:
+        """Train a LoRA adapter on the current domain's newest prepared dataset (chat format), with the config's
+        parameters and per-call overrides, and register it as the next version. The run checkpoints every epoch
+        under `models/.runs/`, so training the same data again after an interruption resumes."""
+        from . import training
+
+        domain = self._require_domain()
+        config = self.config.replace(**overrides)
+        card = self._latest_card(domain)
+        files = json.loads(card.read_text(encoding="utf-8"))["files"]
+        chat = {split: card.parent / name for name in files for split in ("train", "validation")
+                if name.startswith("chat_data_") and name.endswith(f"_{split}.jsonl")}
+        if len(chat) != 2:
+            raise DocbotError(f"{card.name} has no chat-format files; run prepare_fine_tuning_data() "
+                              f"(`fine-tune`) with the chat format")
+        location = resolve_base_model(config.base_model, config.models_dir)
+        run_dir = Path(config.models_dir) / ".runs" / card.stem.removeprefix("dataset_card_")
+        training.train_lora(
+            chat["train"], chat["validation"], location, run_dir, base_model_name=config.base_model,
+            base_fingerprint=base_fingerprint(location) if Path(location).is_dir() else None,
+            card_sha256=sha256_file(card), learning_rate=config.learning_rate, batch_size=config.batch_size,
+            num_epochs=config.num_epochs, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
+            max_seq_length=config.max_seq_length, max_steps=max_steps, resume=resume,
+            early_stopping_patience=early_stopping_patience)
+        version = register(run_dir / "adapter", config.models_dir, domain, probe=self._prober(),
+                           source=f"trained on {card.name}")
+        shutil.rmtree(run_dir, ignore_errors=True)  # registered and verified: the checkpoints are done with
+        return version
+
+    def _latest_card(self, domain: str) -> Path:
+        cards = sorted(Path(self.config.data_dir).glob(f"dataset_card_{domain}_*.json"),
+                       key=lambda p: p.stat().st_mtime_ns)
+        if not cards:
+            raise DocbotError(f"no prepared data for domain '{domain}' in {self.config.data_dir}; run "
+                              f"prepare_fine_tuning_data() (in the chatbot: fine-tune) first")
+        return cards[-1]
+
+    def use_base(self) -> Provider:
+        """Back to the base model chosen in the config."""
+        self.fine_tuned = None
+        self._provider = None
+        return self.provider
+
+    def _resolve_fine_tuned(self, path: str | Path | None) -> ModelVersion | Path:
+        models_dir = self.config.models_dir
+        if path is None:
+            versions = self.fine_tuned_versions()
+            if not versions:
+                raise DocbotError(f"no fine-tuned versions of domain '{self.domain}' in {models_dir}; train one "
+                                  f"(`train`) or pass the path of an adapter, a merged model or the notebook's zip")
+            return versions[0]
+        name = str(path)
+        found = find_version(models_dir, name)
+        if found is None and self.domain and re.fullmatch(r"v?\d+\.\d+\.\d+", name):  # "v1.2.0" or "1.2.0"
+            found = find_version(models_dir, f"{self.domain}_finetuned_v{name.lstrip('v')}")
+        if found is not None:
+            return found
+        path = Path(path)
+        if path.is_file() and path.suffix == ".zip":
+            return import_zip(path, models_dir, self._import_domain(), probe=self._prober())
+        if (path / "adapter_config.json").is_file():
+            return register(path, models_dir, self._import_domain(), probe=self._prober(), source=f"folder {path}")
+        if (path / "config.json").is_file():
+            return path
+        raise DocbotError(f"{path}: not a fine-tuned model; pass a registry version (see `models`), an adapter "
+                          f"folder, the notebook's rag_chatbot_fine_tuned.zip, or a merged model folder")
+
+    def _import_domain(self) -> str:
+        if self.domain is None:
+            raise DocbotError("load a domain first: imported adapters are registered under the current domain")
+        return self.domain
+
+    def _checked_base(self, recorded: dict, what: str) -> str:
+        """The local base model the adapter was trained on; refuses another one before anything is loaded."""
+        if not recorded.get("name"):
+            raise DocbotError(f"{what} does not say which base model it was trained on")
+        location = resolve_base_model(recorded["name"], self.config.models_dir)
+        if recorded.get("fingerprint") and Path(location).is_dir():
+            local = base_fingerprint(location)
+            if local != recorded["fingerprint"]:
+                raise DocbotError(f"{what} was trained on {recorded['name']} with weights {recorded['fingerprint'][:12]}, "
+                                  f"but the local {recorded['name']} ({location}) has weights {local[:12]}; "
+                                  f"use the same base model (or retrain on this one)")
+        return location
+
+    def _prober(self):
+        """The probe `register` records: the adapter loaded on the local base it was trained on."""
+        def probe(adapter_dir: Path) -> dict:
+            manifest = read_adapter_manifest(adapter_dir)
+            location = self._checked_base(manifest["base_model"], str(adapter_dir))
+            tokenizer, adapted = load_model(location, str(adapter_dir))
+            return probe_logits(tokenizer, TransformersProvider(location).lm, adapted)
+        return probe
 
     def _make_provider(self, kind: str, model: str | None) -> Provider:
         if kind == "auto":

@@ -211,7 +211,8 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
     card_path = out / f"dataset_card_{stamp}.json"
     write_json_atomic(card_path, card)
     bundle = out / f"bundle_{stamp}.zip"
-    _write_bundle(bundle, [Path(p) for p in paths.values()] + [card_path])
+    _write_bundle(bundle, {f"{role.split('_')[0]}_data_{role.split('_')[1]}.jsonl": Path(p)
+                           for role, p in paths.items()} | {"dataset_card.json": card_path})
     return {**paths, "card": str(card_path), "bundle": str(bundle)}
 
 
@@ -265,11 +266,11 @@ def _free_stamp(folder: Path, domain: str) -> str:
     return stamp
 
 
-def _write_bundle(path: Path, files: list[Path]) -> None:
-    """The one zip the notebook asks for: data files and card at its top level."""
+def _write_bundle(path: Path, files: dict[str, Path]) -> None:
+    """The one zip the notebook asks for: data files (`chat_data_train.jsonl`, ...) and the card at its top level."""
     tmp = path.with_name(f".{path.name}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in files:
-            zf.write(f, f.name)
+        for name, f in files.items():
+            zf.write(f, name)
     write_bytes_atomic(path, tmp.read_bytes())
     tmp.unlink()

@@ -27,6 +27,10 @@ Ask a question about the current domain's documents, or type a command:
   model [PROVIDER] [MODEL]  show the model, or change it (provider: auto, transformers, ollama)
   reindex                   rebuild the current domain's index from scratch
   fine-tune                 write training data and the Colab notebook from the current domain
+  train [STEPS]             train a LoRA adapter here on the newest data (STEPS caps the optimizer steps)
+  models                    list fine-tuned versions (newest first)
+  use-fine-tuned [VERSION|PATH]  answer with a fine-tuned model (bare: choose among this domain's versions)
+  use-base                  answer with the base model again
   reset                     forget the conversation so far (follow-up questions use the last turns)
   quit, exit                leave (Ctrl-D too); Ctrl-C stops an answer"""
 
@@ -145,6 +149,40 @@ class Repl:
         self.say(f"generator {card['generator']['requested']}: {kept}; {counts}")
         for role, path in files.items():
             print(f"  {role:<22} {path}", file=self.out)
+
+    def cmd_train(self, args: str) -> None:
+        steps = args.strip()
+        if steps and not steps.isdigit():
+            raise DocbotError(f"train takes a number of steps, got {steps!r}")
+        version = self.bot.train(max_steps=int(steps) if steps else -1)
+        self.say(f"registered {version.describe()}")
+
+    def cmd_models(self, _: str) -> None:
+        versions = self.bot.fine_tuned_versions(all_domains=True)
+        if not versions:
+            return self.say("no fine-tuned versions yet: `fine-tune`, then `train` (or import the notebook's zip "
+                            "with `use-fine-tuned PATH`)")
+        for v in versions:
+            current = self.bot.fine_tuned is not None and self.bot.fine_tuned.path == v.path
+            print(f"{'*' if current else ' '} {v.describe()}", file=self.out)
+
+    def cmd_use_fine_tuned(self, args: str) -> None:
+        choice = args.strip() or None
+        if choice is None:
+            versions = self.bot.fine_tuned_versions()
+            if not versions:
+                raise DocbotError(f"no fine-tuned versions of '{self.bot.domain}'; `train` one, or pass a path")
+            for n, v in enumerate(versions, start=1):
+                print(f"  [{n}] {v.describe()}", file=self.out)
+            picked = input(f"version [1-{len(versions)}, Enter for 1]: ").strip() or "1"
+            if not picked.isdigit() or not 1 <= int(picked) <= len(versions):
+                raise DocbotError(f"no version {picked!r}; nothing switched")
+            choice = str(versions[int(picked) - 1].path)
+        self.say("loading fine-tuned model ...")
+        self.say(f"model: {self.bot.switch_to_fine_tuned_model(choice)}")
+
+    def cmd_use_base(self, _: str) -> None:
+        self.say(f"model: {self.bot.use_base()}")
 
     def cmd_reset(self, _: str) -> None:
         self.bot.reset()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -171,17 +170,21 @@ def test_notebook_parameters_and_embedded_code(tmp_path, tiny_model):
         build_notebook(config, bundle_name="b.zip", base_model={"kind": "ftp", "name": "x"})
 
 
-def test_notebook_executes_and_produces_the_adapter_zip(tmp_path, tiny_model):
+def test_notebook_executes_and_produces_the_adapter_zip(tmp_path, tiny_model, facts_bot):
     from nbclient import NotebookClient
 
-    bundle = write_bundle(tmp_path / "data")
+    from docbot import ConfigurableDocBot
+
+    bot = ConfigurableDocBot(config=facts_bot.config.replace(data_dir=str(tmp_path / "data")))
+    bot.load_domain(facts_bot.domain, facts_bot.documents_path, progress=False)
+    bundle = Path(bot.prepare_fine_tuning_data(formats=("chat",), progress=False)["bundle"])  # the real bundle
     work = tmp_path / "colab"
     work.mkdir()
     nb = build_notebook(load_config(), bundle_name=bundle.name,
                         base_model={"kind": "local", "name": "tiny", "path": tiny_model},
                         overrides={**{k: v for k, v in TINY.items() if k != "lora_target_modules"},
                                    "lora_target_modules": ("q_proj", "v_proj"), "max_steps": 4,
-                                   "data_path": str(bundle)})
+                                   "max_seq_length": 2048, "data_path": str(bundle)})
     nbformat.validate(nb)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
 
@@ -244,8 +247,6 @@ def test_notebook_colab_branches_with_a_stand_in_google_colab(tmp_path, tiny_mod
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("DOCBOT_TEST_PACKAGED_NOTEBOOK"),
-                    reason="about 60 s: set DOCBOT_TEST_PACKAGED_NOTEBOOK=1 to run the packaged-model notebook")
 def test_notebook_converts_the_packaged_model_like_the_library(tmp_path, smollm2_path):
     """The notebook's own GGUF conversion (docbot's convert_gguf, embedded) gives the library's fingerprint."""
     from nbclient import NotebookClient

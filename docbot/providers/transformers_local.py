@@ -15,10 +15,11 @@ class TransformersProvider(Provider):
 
     name = "transformers"
 
-    def __init__(self, location: str, label: str | None = None) -> None:
+    def __init__(self, location: str, label: str | None = None, adapter: str | None = None) -> None:
         self.model = label or location
         self.location = location
-        self.tokenizer, self.lm = _load(location)
+        self.adapter = adapter
+        self.tokenizer, self.lm = _load(location, adapter)
 
     def prompt_ids(self, messages: Messages):
         """Token ids of the chat-templated prompt, ending where the assistant's answer begins."""
@@ -62,12 +63,23 @@ class TransformersProvider(Provider):
             raise ProviderError(f"generation failed with {self.model}: {failure[0]}") from failure[0]
 
 
-@lru_cache(maxsize=2)
-def _load(location: str):
-    """Tokenizer and model, loaded once per process: bots and providers on the same folder share them."""
+@lru_cache(maxsize=3)
+def _load(location: str, adapter: str | None = None):
+    """Tokenizer and model (with a LoRA adapter on its own copy of the base), loaded once per process."""
+    return load_model(location, adapter)
+
+
+def load_model(location: str, adapter: str | None = None):
+    """Tokenizer and model in eval mode, uncached; a LoRA adapter is applied to a fresh copy of the base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if adapter is not None:
+        from peft import PeftModel
+
+        tokenizer, _ = _load(location)
+        base = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+        return tokenizer, PeftModel.from_pretrained(base, adapter).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         lm = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)

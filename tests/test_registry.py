@@ -1,0 +1,132 @@
+"""Local LoRA training, the versioned registry, switching to fine-tuned models and back, on the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import FACTS, REPO, write_facts_domain
+from docbot import ConfigurableDocBot, DocbotError
+from docbot.registry import PROBE_MESSAGES, list_versions
+from docbot.training import train_lora
+
+pytestmark = pytest.mark.slow
+QUESTION = FACTS[1][0]
+FAST = dict(max_steps=2, max_seq_length=512, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, facts_bot, smollm2_path):
+    """Three versions: v1.0.0, a retrain on the same data (v1.0.1), and one on new data (v1.1.0)."""
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("registry")
+    (root / "models").mkdir()
+    (root / "models" / Path(smollm2_path).name).symlink_to(smollm2_path)
+    bot = ConfigurableDocBot(config=facts_bot.config.replace(data_dir=str(root / "data"),
+                                                             models_dir=str(root / "models")))
+    bot.load_domain(facts_bot.domain, facts_bot.documents_path, progress=False)
+    bot.prepare_fine_tuning_data(formats=("chat",), progress=False)
+    first = bot.train(**FAST)
+    patch = bot.train(learning_rate=1e-3, **FAST)
+    bot.prepare_fine_tuning_data(formats=("chat",), progress=False,
+                                 qa_pairs=[{"question": "Who runs the Velmora night desk?", "answer": "Ines Varga."}])
+    minor = bot.train(**FAST)
+    return bot, root, (first, patch, minor)
+
+
+def test_versions_follow_the_guide_and_describe_themselves(registry):
+    bot, root, (first, patch, minor) = registry
+    assert [v.name for v in (first, patch, minor)] == [
+        "velmora_finetuned_v1.0.0", "velmora_finetuned_v1.0.1", "velmora_finetuned_v1.1.0"]
+    assert [v.name for v in bot.fine_tuned_versions()] == [minor.name, patch.name, first.name]  # newest first
+    manifest = json.loads((first.path / "docbot_model.json").read_text())
+    adapter = manifest["adapter"]
+    base_manifest = json.loads((root / "models" / "base_smollm2-135m-instruct" / "docbot_base_model.json").read_text())
+    assert adapter["base_model"] == {"name": "SmolLM2-135M-Instruct", "location": adapter["base_model"]["location"],
+                                     "fingerprint": base_manifest["fingerprint"]}
+    assert adapter["losses"]["final_train"] is not None and adapter["training"]["global_step"] == 2
+    assert len(manifest["probe"]["adapted"]) == 32 and manifest["probe"]["adapted"] != manifest["probe"]["base"]
+    assert (first.path / "adapter_model.safetensors").is_file()
+    assert [p.name for p in (root / "models").glob(".*")] == [".runs"]  # no staging folder left behind
+    assert not any((root / "models" / ".runs").iterdir())  # and no finished run's checkpoints
+    assert "base SmolLM2-135M-Instruct" in first.describe() and "loss train" in first.describe()
+
+
+def test_switching_changes_the_model_and_use_base_returns(registry):
+    bot, _, (first, _, _) = registry
+    base_answer = bot.ask(QUESTION)
+    provider = bot.switch_to_fine_tuned_model(first.name)
+    tuned = bot.ask(QUESTION)
+    assert "velmora_finetuned_v1.0.0" in tuned.model and "velmora_finetuned" not in base_answer.model
+    ids = provider.prompt_ids(PROBE_MESSAGES)
+    base = bot.use_base()
+    assert "finetuned" not in str(base) and str(bot.ask(QUESTION)) == str(base_answer)
+    import torch
+
+    with torch.inference_mode():
+        assert not torch.allclose(provider.lm(**ids).logits, base.lm(**ids).logits)
+
+
+def test_notebook_zip_is_imported_into_the_registry_and_used(registry, tmp_path):
+    bot, root, (_, _, minor) = registry
+    card = sorted((root / "data").glob("dataset_card_*.json"))[0]
+    chat = {s: next((root / "data").glob(f"chat_data_{card.stem[13:]}_{s}.jsonl")) for s in ("train", "validation")}
+    location = str(root / "models" / "base_smollm2-135m-instruct")
+    manifest = json.loads((minor.path / "docbot_model.json").read_text())["adapter"]
+    train_lora(chat["train"], chat["validation"], location, tmp_path / "colab", base_model_name="SmolLM2-135M-Instruct",
+               base_fingerprint=manifest["base_model"]["fingerprint"], card_sha256="c" * 64, learning_rate=5e-4,
+               batch_size=2, num_epochs=1, lora_rank=4, lora_alpha=8, lora_dropout=0.0,
+               lora_target_modules=["q_proj", "v_proj"], max_seq_length=512, max_steps=1)
+    zipped = tmp_path / "rag_chatbot_fine_tuned.zip"  # the layout the notebook's save cell writes
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for f in (tmp_path / "colab" / "adapter").iterdir():
+            zf.write(f, f"rag_chatbot_fine_tuned/{f.name}")
+    provider = bot.switch_to_fine_tuned_model(zipped)
+    imported = bot.fine_tuned
+    assert imported.name == "velmora_finetuned_v1.2.0"  # new data (another card) on the same base: MINOR
+    assert imported.manifest["source"] == "zip rag_chatbot_fine_tuned.zip" and "v1.2.0" in str(provider)
+    assert bot.switch_to_fine_tuned_model(zipped) and bot.fine_tuned.path == imported.path  # not registered twice
+    bot.use_base()
+
+
+def test_an_adapter_for_another_base_is_refused_before_loading(registry, tmp_path):
+    bot, root, (first, _, _) = registry
+    wrong = tmp_path / "wrong_base"
+    shutil.copytree(first.path, wrong)
+    (wrong / "docbot_model.json").unlink()
+    manifest = json.loads((wrong / "docbot_adapter.json").read_text())
+    manifest["base_model"]["fingerprint"] = "f" * 64
+    (wrong / "docbot_adapter.json").write_text(json.dumps(manifest))
+    before = [v.name for v in list_versions(root / "models")]
+    with pytest.raises(DocbotError, match="weights ffffffffffff, but the local SmolLM2-135M-Instruct"):
+        bot.switch_to_fine_tuned_model(wrong)
+    assert [v.name for v in list_versions(root / "models")] == before
+    assert bot.fine_tuned is None or "finetuned" in str(bot.provider)
+
+
+def test_the_chatbot_lists_versions_switches_and_switches_back(registry, tmp_path):
+    _, root, _ = registry
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    (tmp_path / "models").symlink_to(root / "models")
+    typed = "\n".join(["models", "use-fine-tuned", "", QUESTION, "use-base", QUESTION, "quit"]) + "\n"
+    done = subprocess.run([sys.executable, str(REPO / "rag_chat.py"), "--domain", "velmora", "--provider",
+                           "transformers"], input=typed, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "DOCBOT_HISTORY": str(tmp_path / "history")}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    out, err = done.stdout, done.stderr
+    versions = [v.name for v in list_versions(root / "models", "velmora")]
+    newest = versions[0]
+    listed, offered = out.split("velmora> ")[1:3]
+    assert all(f"{name}  base SmolLM2-135M-Instruct" in listed for name in versions)  # `models`
+    assert offered.index(f"[1] {newest}") < offered.index(f"[{len(versions)}] velmora_finetuned_v1.0.0")
+    assert f"model: transformers:SmolLM2-135M-Instruct+{newest}" in err
+    assert f"Sources (transformers:SmolLM2-135M-Instruct+{newest}):" in out
+    assert "model: transformers:SmolLM2-135M-Instruct\n" in err
+    assert out.count("Sources (transformers:SmolLM2-135M-Instruct):") == 1
