@@ -37,8 +37,8 @@ from ._io import write_json_atomic
 from .errors import DocbotError, ProviderError
 
 __all__ = [
-    "LLAMA_CPP_PYTHON_VERSION", "MERGED_MANIFEST", "merge_adapter", "export_gguf", "ensure_converter",
-    "converter_dir", "ollama_template", "modelfile", "export_for_ollama", "ollama_create",
+    "LLAMA_CPP_PYTHON_VERSION", "MERGED_MANIFEST", "converter_dir", "ensure_converter", "export_for_ollama",
+    "export_gguf", "merge_adapter", "modelfile", "ollama_create", "ollama_template",
 ]
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -158,7 +158,7 @@ def ensure_converter(cache_dir: str | os.PathLike | None = None) -> Path:
         command = _download_command(str(staging / "sdist"))
         print(f"Downloading llama.cpp's GGUF converter once (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} source, "
               f"~77 MB) into {target}", file=sys.stderr)
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
         archives = sorted((staging / "sdist").glob("llama_cpp_python-*.tar.gz"))
         if done.returncode != 0 or not archives:
             manual = shlex.join(_download_command("DIR"))
@@ -225,7 +225,7 @@ def export_gguf(merged_dir: str, out_file: str, *, llama_cpp_dir: str | None = N
                                                       env.get("PYTHONPATH")]))
     try:
         done = subprocess.run([sys.executable, str(script), str(merged), "--outfile", str(tmp), "--outtype", "f16"],
-                              capture_output=True, text=True, env=env)
+                              check=False, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             hint = ""
             missing = re.search(r"No module named '([\w.]+)'", done.stderr or "")
@@ -328,7 +328,7 @@ def ollama_template(tokenizer) -> tuple[str, list[str]]:
     if not only_user.endswith(turn):
         raise unsupported
     before = only_user[: -len(turn)]
-    found = re.fullmatch(rf"(.*?){re.escape(_START)}system\n(.*){re.escape(_END)}\n", before, re.S)
+    found = re.fullmatch(rf"(.*?){re.escape(_START)}system\n(.*){re.escape(_END)}\n", before, re.DOTALL)
     layout = _ChatML(found.group(1), found.group(2)) if found else _ChatML(before, None)
     for probe in _PROBES:
         try:

@@ -481,14 +481,14 @@ class GoTemplateRenderer:
         source = workdir / "main.go"
         source.write_text(_GO_RENDERER, encoding="utf-8")
         self.binary = workdir / "ollama-template"
-        built = subprocess.run([go, "build", "-o", str(self.binary), str(source)], capture_output=True, text=True,
-                               cwd=workdir)
+        built = subprocess.run([go, "build", "-o", str(self.binary), str(source)], check=False,
+                               capture_output=True, text=True, cwd=workdir)
         if built.returncode != 0:
             raise RuntimeError(f"go build failed:\n{built.stderr}")
 
     def render(self, template: str, messages: Messages) -> str:
         done = subprocess.run([str(self.binary)], input=json.dumps({"template": template, "messages": messages}),
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
         if done.returncode != 0:
             raise ValueError(f"Go template rendering failed: {done.stderr.strip()}")
         return done.stdout

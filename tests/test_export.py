@@ -191,8 +191,19 @@ def test_gguf_export_refuses_an_existing_file(tmp_path):
     assert (tmp_path / "out.gguf").read_bytes() == b"mine"
 
 
+def test_converter_download_failure_says_what_to_run(tmp_path, monkeypatch):
+    from docbot.export import ensure_converter
+
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds nothing: what an offline machine sees
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(DocbotError, match=r"pip download --no-deps --no-binary :all: llama-cpp-python==0\.3\.36"):
+        ensure_converter(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "llama.cpp-0.3.36").exists()
+    assert not [p for p in (tmp_path / "cache").iterdir()]  # no staging folder left
+
+
 def test_gguf_converter_failure_shows_its_error(tmp_path):
-    from docbot.export import ensure_converter, converter_dir
+    from docbot.export import converter_dir, ensure_converter
 
     if not (converter_dir() / "convert_hf_to_gguf.py").is_file():
         pytest.skip("the converter is not downloaded yet (the slow GGUF test downloads it)")
@@ -201,7 +212,7 @@ def test_gguf_converter_failure_shows_its_error(tmp_path):
     with pytest.raises(DocbotError, match="converter failed") as info:
         export_gguf(str(tmp_path / "model"), str(tmp_path / "out.gguf"), llama_cpp_dir=str(ensure_converter()))
     assert "NoSuchModel" in str(info.value)
-    assert not list(tmp_path.glob("*.gguf*"))  # no partial file left
+    assert not [p.name for p in tmp_path.iterdir() if "gguf" in p.name]  # no partial file left
 
 
 # --- the Ollama template -------------------------------------------------------------------------------------

@@ -49,3 +49,51 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
     assert "* harbour" in out and "  velmora" in out  # domains, current one starred
     assert "05:10" in out.split("harbour> ")[2] and "tides.md" in out.split("harbour> ")[2]
     assert "velmora: 3 files, 4 pages" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tmp_path, models_dir):
+    """In a real terminal (a pty), as a user presses Ctrl-C while the answer streams."""
+    import pty
+    import select
+    import time
+
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    (tmp_path / "models").symlink_to(models_dir)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the chatbot
+        os.chdir(tmp_path)
+        os.environ["DOCBOT_HISTORY"] = str(tmp_path / "history")
+        os.execv(sys.executable, [sys.executable, str(REPO / "rag_chat.py"), "--provider", "transformers"])
+    seen = b""
+
+    def wait_for(token: bytes, timeout: float = 120) -> bool:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    return False
+            if token in seen:
+                return True
+        return False
+
+    try:
+        assert wait_for(b"velmora> ")
+        os.write(fd, b"Describe the Quorvane rules in great detail, every one of them, at length.\n")
+        assert wait_for(b"at length.\r\n", 30)  # the terminal's echo of the question
+        seen = b""
+        assert wait_for(b" ", 60)  # the first words of the answer are streaming
+        os.write(fd, b"\x03")
+        assert wait_for(b"stopped", 30)
+        seen = b""
+        assert wait_for(b"velmora> ", 30)  # back at the prompt, the session goes on
+        os.write(fd, b"domains\n")
+        assert wait_for(b"* velmora", 30)
+        os.write(fd, b"quit\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+    finally:
+        os.close(fd)
