@@ -82,13 +82,14 @@ def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tmp_path, models_dir):
 
     try:
         assert wait_for(b"velmora> ")
-        os.write(fd, b"Describe the Quorvane rules in great detail, every one of them, at length.\n")
+        os.write(fd, b"Explain everything about the maximum daily dose of Quorvane, food and grapefruit juice, "
+                     b"in great detail, at length.\n")
         assert wait_for(b"at length.\r\n", 30)  # the terminal's echo of the question
         seen = b""
         assert wait_for(b" ", 60)  # the first words of the answer are streaming
         os.write(fd, b"\x03")
-        assert wait_for(b"stopped", 30)
-        seen = b""
+        assert wait_for(b"stopped", 30), seen
+        seen = seen[seen.index(b"stopped"):]
         assert wait_for(b"velmora> ", 30)  # back at the prompt, the session goes on
         os.write(fd, b"domains\n")
         assert wait_for(b"* velmora", 30)
