@@ -188,6 +188,8 @@ class ConfigurableDocBot:
             return self.set_model("transformers", str(target))
         adapter = target.manifest["adapter"]["base_model"]
         location = self._checked_base(adapter, target.name)
+        if self.provider.name == "ollama":
+            return self._fine_tuned_on_ollama(target, location)
         provider = TransformersProvider(location, label=f"{adapter['name']}+{target.name}", adapter=str(target.path))
         measured = probe_logits(provider.tokenizer, TransformersProvider(location).lm, provider.lm)
         if not probe_matches(target.manifest["probe"], measured):
@@ -235,6 +237,26 @@ class ConfigurableDocBot:
             raise DocbotError(f"no prepared data for domain '{domain}' in {self.config.data_dir}; run "
                               f"prepare_fine_tuning_data() (in the chatbot: fine-tune) first")
         return cards[-1]
+
+    def _fine_tuned_on_ollama(self, version: ModelVersion, location: str) -> Provider:
+        """Serve a version from the Ollama server: merged, exported to GGUF with a matching chat template and
+        created there on first use (kept under models/exports/, reused afterwards)."""
+        from transformers import AutoTokenizer
+
+        from .export import export_gguf, merge_adapter, ollama_create, ollama_template
+
+        server = self.provider
+        name = f"docbot-{version.name}"
+        if not server.has_model(name):
+            folder = Path(self.config.models_dir) / "exports" / version.name
+            if not (folder / "merged").is_dir():
+                merge_adapter(location, str(version.path), str(folder / "merged"))
+            if not (folder / "model.gguf").is_file():
+                export_gguf(str(folder / "merged"), str(folder / "model.gguf"))
+            template, stops = ollama_template(AutoTokenizer.from_pretrained(folder / "merged"))
+            ollama_create(server.client, name, str(folder / "model.gguf"), template, stops)
+        self._provider, self.fine_tuned = OllamaProvider(name, host=server.host), version
+        return self._provider
 
     def use_base(self) -> Provider:
         """Back to the base model chosen in the config."""
@@ -303,6 +325,17 @@ class ConfigurableDocBot:
             return OllamaProvider(model or self.config.ollama_model)
         name = model or self.config.base_model
         return TransformersProvider(resolve_base_model(name, self.config.models_dir), label=name)
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+
+    def evaluate(self, questions: str | Path | None = None, **options: object):
+        """Did fine-tuning help? Runs {base, fine-tuned} x {no retrieval, retrieval} on held-out paraphrases of
+        the training questions and on questions about the validation documents (or on a JSONL file of
+        question/answer pairs), writes `evaluations/<stamp>/report.json` and `chart.png`, and returns the report
+        (`print(report.table())`). Options: see `docbot.evaluation.evaluate`."""
+        from .evaluation import evaluate
+
+        return evaluate(self, questions, **options)
 
     # -- internals --------------------------------------------------------------------------------------------
 

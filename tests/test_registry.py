@@ -130,3 +130,23 @@ def test_the_chatbot_lists_versions_switches_and_switches_back(registry, tmp_pat
     assert f"Sources (transformers:SmolLM2-135M-Instruct+{newest}):" in out
     assert "model: transformers:SmolLM2-135M-Instruct\n" in err
     assert out.count("Sources (transformers:SmolLM2-135M-Instruct):") == 1
+
+
+def test_with_ollama_a_version_is_created_on_the_server_and_answers_like_the_adapter(registry, smollm2,
+                                                                                     monkeypatch):
+    from tests.ollama_api_server import OllamaAPIServer
+
+    bot, root, (first, _, _) = registry
+    bot.switch_to_fine_tuned_model(first.name)
+    in_process = str(bot.ask(QUESTION))
+    bot.use_base()
+    with OllamaAPIServer({"smollm2:135m": smollm2}) as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        on_ollama = ConfigurableDocBot(config=bot.config.replace(provider="ollama"))
+        on_ollama.load_domain(bot.domain, bot.documents_path, progress=False)
+        provider = on_ollama.switch_to_fine_tuned_model(first.name)
+        assert str(provider) == "ollama:docbot-velmora_finetuned_v1.0.0"
+        answer = on_ollama.ask(QUESTION)
+        assert answer.model == "ollama:docbot-velmora_finetuned_v1.0.0" and str(answer) == in_process
+        assert (root / "models" / "exports" / first.name / "model.gguf").is_file()
+        assert str(on_ollama.use_base()) == "ollama:smollm2:135m"

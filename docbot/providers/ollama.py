@@ -18,8 +18,8 @@ class OllamaProvider(Provider):
         import ollama
 
         self.model = model
-        self._client = ollama.Client(host=host, timeout=timeout)
-        self.host = str(self._client._client.base_url).rstrip("/")
+        self.client = ollama.Client(host=host, timeout=timeout)
+        self.host = str(self.client._client.base_url).rstrip("/")
         if not self.has_model(model):
             raise ModelNotFoundError(f"model {model!r} is not on the Ollama server at {self.host}; "
                                      f"run `ollama pull {model}` there, or choose another with `model`")
@@ -27,10 +27,10 @@ class OllamaProvider(Provider):
     def has_model(self, model: str) -> bool:
         """Whether the server lists `model` (a name without a tag means ':latest')."""
         wanted = _with_tag(model)
-        return any(_with_tag(m.model or "") == wanted for m in self._call(self._client.list).models)
+        return any(_with_tag(m.model or "") == wanted for m in self._call(self.client.list).models)
 
     def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
-        pieces = self._call(self._client.chat, model=self.model, messages=messages, stream=True,
+        pieces = self._call(self.client.chat, model=self.model, messages=messages, stream=True,
                             options={"temperature": 0, "seed": 0, "num_predict": max_new_tokens})
         with _translated_errors(self.host, self.model):
             for part in pieces:
