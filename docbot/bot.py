@@ -9,9 +9,9 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._io import sha256_file
 from .answers import Answer, StreamingAnswer
 from .base_models import PACKAGED_MODELS, base_fingerprint, resolve_base_model
-from ._io import sha256_file
 from .config import Config, load_config
 from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
@@ -169,7 +169,7 @@ class ConfigurableDocBot:
         """Switch the provider and/or model; on failure the current one stays in use."""
         config = self.config.replace(provider=provider) if provider else self.config
         new = self._make_provider(config.provider, model)
-        self.config, self._model_choice, self._provider = config, model, new
+        self.config, self._model_choice, self._provider, self.fine_tuned = config, model, new, None
         return new
 
     # -- fine-tuned models -------------------------------------------------------------------------------------
