@@ -150,3 +150,17 @@ def test_with_ollama_a_version_is_created_on_the_server_and_answers_like_the_ada
         assert answer.model == "ollama:docbot-velmora_finetuned_v1.0.0" and str(answer) == in_process
         assert (root / "models" / "exports" / first.name / "model.gguf").is_file()
         assert str(on_ollama.use_base()) == "ollama:smollm2:135m"
+
+
+def test_a_merged_model_folder_answers_like_its_adapter(registry, tmp_path):
+    from docbot.export import merge_adapter
+
+    bot, root, (first, _, _) = registry
+    merged = merge_adapter(str(root / "models" / "base_smollm2-135m-instruct"), str(first.path),
+                           str(tmp_path / "merged"))
+    bot.switch_to_fine_tuned_model(first.name)
+    with_adapter = str(bot.ask(QUESTION))
+    provider = bot.switch_to_fine_tuned_model(merged)
+    assert provider.location == str(merged) and bot.fine_tuned is None
+    assert str(bot.ask(QUESTION)) == with_adapter
+    bot.use_base()
