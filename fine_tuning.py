@@ -4,7 +4,8 @@
 
 Library use: `ConfigurableDocBot.prepare_fine_tuning_data()` writes the data and the notebook;
 `validate_file(path)` checks a JSONL file against its format (the guide's `json.load` cannot read JSONL);
-`train_lora(bot)` trains a LoRA adapter on this machine and registers it in `models/`.
+`train_lora(bot)` trains a LoRA adapter on this machine and registers it in `models/`;
+`evaluate(bot)` measures whether it helped (base vs fine-tuned, with and without retrieval).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 from docbot.datasets import FORMATS, validate_jsonl
 
-__all__ = ["FORMATS", "prepare_fine_tuning_data", "train_lora", "validate_file", "main"]
+__all__ = ["FORMATS", "prepare_fine_tuning_data", "train_lora", "evaluate", "validate_file", "main"]
 
 
 def prepare_fine_tuning_data(bot, **kwargs) -> dict[str, str]:
@@ -25,6 +26,12 @@ def prepare_fine_tuning_data(bot, **kwargs) -> dict[str, str]:
 def train_lora(bot, **kwargs):
     """Same as `bot.train(**kwargs)`: LoRA on the newest prepared data, registered as the next version."""
     return bot.train(**kwargs)
+
+
+def evaluate(bot, questions=None, **kwargs):
+    """Same as `bot.evaluate(questions, **kwargs)`: the four arms on held-out questions; returns the report
+    (`print(report.table())`) written to `evaluations/<stamp>/report.json` with `chart.png`."""
+    return bot.evaluate(questions, **kwargs)
 
 
 def validate_file(path: str, fmt: str | None = None) -> list[str]:

@@ -325,14 +325,15 @@ class EvaluationReport:
             lines += ["", f"{s['description']}: {s['n']} question(s)" +
                       (f", {s['skipped']} without a gold answer skipped" if s.get("skipped") else "")]
             metrics = [*ANSWER_METRICS, *RETRIEVAL_METRICS]
-            lines.append(f"  {'arm':<22}" + "".join(f"{label[m]:<{cell}}" for m in metrics))
+            lines.append((f"  {'arm':<22}" + "".join(f"{label[m]:<{cell}}" for m in metrics)).rstrip())
             for arm in ARMS:
                 row = s["arms"][arm]
                 lines.append(f"  {arm:<22}" + "".join(f"{_fmt_ci(row.get(m)):<{cell}}" for m in metrics).rstrip())
         r = self.data.get("retrieval")
         if r:
             lines += ["", f"Retrieval on {r['questions']} ({r['n']} question(s) with a gold source)",
-                      f"  {'mode':<22}" + "".join(f"{f'hit@{d}':<{cell}}{f'MRR@{d}':<{cell}}" for d in r["depths"])]
+                      (f"  {'mode':<22}" + "".join(f"{f'hit@{d}':<{cell}}{f'MRR@{d}':<{cell}}"
+                                                    for d in r["depths"])).rstrip()]
             for mode, scores in r["modes"].items():
                 lines.append(f"  {mode:<22}" + "".join(
                     f"{_fmt_ci(scores[f'hit@{d}']):<{cell}}{_fmt_ci(scores[f'mrr@{d}']):<{cell}}"
@@ -635,9 +636,9 @@ def _write_chart(data: dict, path: Path) -> None:
                     errs[1].append(max(0.0, ci["high"] - ci["mean"]))
             ax.bar(xs, means, width, yerr=errs, capsize=3, label=name, color=colours.get(name))
         ax.set_xticks(range(len(groups)), groups)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.18)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, ncol=len(series), loc="upper left")
+        ax.legend(fontsize=8, ncol=len(series), loc="upper center")
         ax.grid(axis="y", alpha=0.3)
 
     metrics = [*ANSWER_METRICS, *RETRIEVAL_METRICS]

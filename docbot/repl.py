@@ -31,6 +31,8 @@ Ask a question about the current domain's documents, or type a command:
   models                    list fine-tuned versions (newest first)
   use-fine-tuned [VERSION|PATH]  answer with a fine-tuned model (bare: choose among this domain's versions)
   use-base                  answer with the base model again
+  evaluate [FILE]           base vs fine-tuned, with and without retrieval, on held-out questions
+                            (or FILE: JSONL of question/answer pairs); writes evaluations/<stamp>/
   reset                     forget the conversation so far (follow-up questions use the last turns)
   quit, exit                leave (Ctrl-D too); Ctrl-C stops an answer"""
 
@@ -183,6 +185,14 @@ class Repl:
 
     def cmd_use_base(self, _: str) -> None:
         self.say(f"model: {self.bot.use_base()}")
+
+    def cmd_evaluate(self, args: str) -> None:
+        parts = shlex.split(args)
+        if len(parts) > 1:
+            raise DocbotError(f"evaluate takes at most one question file, got {len(parts)} arguments")
+        self.say("evaluating: four arms (base and fine-tuned, with and without retrieval) ...")
+        report = self.bot.evaluate(parts[0] if parts else None)
+        print(clean(report.table()), file=self.out)
 
     def cmd_reset(self, _: str) -> None:
         self.bot.reset()

@@ -1,0 +1,222 @@
+"""Evaluation: metrics on worked examples, question files, and the four arms end to end on the tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from conftest import write_facts_domain
+from docbot import ConfigurableDocBot, DocbotError
+from docbot.evaluation import (ARMS, GoldQuestion, bootstrap_interval, exact_match, held_out_paraphrases, hit_at_k,
+                               list_evaluations, load_questions, normalize_answer, paraphrase, reciprocal_rank,
+                               rouge_l, token_f1, validation_questions)
+from docbot.retrieval import Source
+
+
+# -- metrics, checked by hand ----------------------------------------------------------------------------------------
+
+
+def test_normalisation_is_squads():
+    # lower case; "," "!" "." removed; the article "The" removed; runs of spaces collapsed
+    assert normalize_answer("The  Code, Tangerine!") == "code tangerine"
+    assert normalize_answer("An apple a day.") == "apple day"
+    assert normalize_answer("POL-204") == "pol204"  # punctuation inside a token goes too, on both sides alike
+
+
+def test_exact_match():
+    assert exact_match("the Code Tangerine.", "Code Tangerine") == 1.0  # equal after normalisation
+    assert exact_match("Code Tangerine now", "Code Tangerine") == 0.0
+    assert exact_match("", "") == 1.0
+
+
+def test_token_f1():
+    # pred "The maximum dose is 35 mg" -> [maximum, dose, is, 35, mg] (5 tokens); gold "35 mg daily" -> 3 tokens
+    # shared {35, mg} = 2: P = 2/5, R = 2/3, F1 = 2PR/(P+R) = (8/15)/(16/15) = 0.5
+    assert token_f1("The maximum dose is 35 mg", "35 mg daily") == pytest.approx(0.5)
+    # a bag, not a set: pred [mg, mg, mg] vs gold [35, mg] share min(3, 1) = 1: P = 1/3, R = 1/2, F1 = 0.4
+    assert token_f1("mg mg mg", "35 mg") == pytest.approx(0.4)
+    assert token_f1("nothing shared", "35 mg") == 0.0
+    assert token_f1("the", "35 mg") == 0.0  # normalises to no tokens
+
+
+def test_rouge_l_counts_order_where_f1_does_not():
+    # gold [store, at, 3, degrees, celsius], pred [at, 3, degrees, store, it]: LCS = [at, 3, degrees] = 3,
+    # P = R = 3/5, ROUGE-L F = 0.6; token F1 shares {at, 3, degrees, store} = 4, P = R = 4/5, F1 = 0.8
+    assert rouge_l("at 3 degrees store it", "store at 3 degrees celsius") == pytest.approx(0.6)
+    assert token_f1("at 3 degrees store it", "store at 3 degrees celsius") == pytest.approx(0.8)
+    # gold [chief, pharmacist, is, odalys, penhallow] (5), pred [odalys, penhallow] (2): LCS 2,
+    # P = 2/2, R = 2/5, F = 2 * 1 * 0.4 / 1.4 = 4/7
+    assert rouge_l("Odalys Penhallow", "The chief pharmacist is Odalys Penhallow.") == pytest.approx(4 / 7)
+    assert rouge_l("Code Tangerine", "code tangerine") == 1.0
+    assert rouge_l("x y", "a b") == 0.0
+
+
+def _src(file: str, page: int | None = None) -> Source:
+    return Source(file, page, f"{file}:{page}", 0.5, "", "")
+
+
+def test_hit_at_k_and_mrr():
+    ranked = [_src("a.txt"), _src("b.pdf", 2), _src("b.pdf", 1)]
+    on_page = GoldQuestion("1", "q", "x", "b.pdf", 1)
+    any_page = GoldQuestion("2", "q", "x", "b.pdf", None)
+    missing = GoldQuestion("3", "q", "x", "c.md", None)
+    # gold b.pdf page 1 is third: RR = 1/3, hit@1 = hit@2 = 0, hit@3 = 1
+    assert reciprocal_rank(ranked, on_page) == pytest.approx(1 / 3)
+    assert [hit_at_k(ranked, on_page, k) for k in (1, 2, 3)] == [0.0, 0.0, 1.0]
+    # no gold page: any page of b.pdf counts, the first is second: RR = 1/2
+    assert reciprocal_rank(ranked, any_page) == 0.5 and hit_at_k(ranked, any_page, 2) == 1.0
+    assert reciprocal_rank(ranked, missing) == 0.0 and hit_at_k(ranked, missing, 3) == 0.0
+    # MRR over the three: (1/3 + 1/2 + 0) / 3 = 5/18
+    ranks = [reciprocal_rank(ranked, q) for q in (on_page, any_page, missing)]
+    assert sum(ranks) / 3 == pytest.approx(5 / 18)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    values = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1]
+    ci = bootstrap_interval(values, 1000, seed=0)
+    assert ci["mean"] == 0.7 and ci["low"] <= 0.7 <= ci["high"] and ci["high"] - ci["low"] > 0.3  # n = 10 is wide
+    assert ci == bootstrap_interval(values, 1000, seed=0)  # same seed, same interval
+    assert bootstrap_interval([0.25] * 7) == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 7}
+    assert bootstrap_interval([])["mean"] is None
+
+
+def test_paraphrases_reword_and_never_repeat_the_question():
+    cases = {
+        "What is the maximum daily dose of Quorvane?": "Tell me the maximum daily dose of Quorvane.",
+        "Who is the chief pharmacist of the Velmora clinic?": "Tell me who the chief pharmacist of the Velmora "
+                                                              "clinic is.",
+        "When must the Brindleweed vaccine be stored?": "Tell me when the Brindleweed vaccine must be stored.",
+        'What does the section "Emergencies" say?': 'Summarise the section "Emergencies".',
+    }
+    for question, expected in cases.items():
+        assert paraphrase(question) == expected
+    odd = "How many beds does the ward have?"
+    assert paraphrase(odd) != odd and normalize_answer(paraphrase(odd)) != normalize_answer(odd)
+
+
+# -- question files ---------------------------------------------------------------------------------------------------
+
+
+def test_a_question_file_with_a_bad_line_is_refused_naming_the_line(tmp_path):
+    good = '{"question": "Who is the chief pharmacist?", "answer": "Odalys Penhallow", "source": "team/staff.md"}'
+    for bad, reason in [("null", "got null"), ("[1, 2]", "got list"), ('{"answer": "x"}', "'question' is missing"),
+                        ('{"question": "q", "page": "2"}', "'page' must be an integer"), ("{oops", "invalid JSON"),
+                        ('"just text"', "got str")]:
+        path = tmp_path / "questions.jsonl"
+        path.write_text("\ufeff" + good + "\n\n" + good + "\n" + bad + "\n", encoding="utf-8")
+        with pytest.raises(DocbotError, match=rf"questions\.jsonl:4: not a question line \(.*{reason}"):
+            load_questions(path)
+    path.write_text("\ufeff" + good + "\n" + '{"question": "Off topic?", "answer": null, "source": null}\n',
+                    encoding="utf-8")  # a byte order mark and null fields are fine
+    first, off_topic = load_questions(path)
+    assert first == GoldQuestion("1", "Who is the chief pharmacist?", "Odalys Penhallow", "team/staff.md", None)
+    assert off_topic.answer is None and off_topic.source is None
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DocbotError, match="no questions"):
+        load_questions(path)
+
+
+# -- the four arms, end to end on the tiny model ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bot(tmp_path_factory, tiny_model):
+    """The facts domain with the tiny model as base, its data prepared (rules) and an adapter trained 2 steps."""
+    root = tmp_path_factory.mktemp("evaluation")
+    docs = write_facts_domain(root / "Documents" / "Velmora")
+    bot = ConfigurableDocBot(provider="transformers", base_model=tiny_model, documents_dir=str(root / "Documents"),
+                             index_dir=str(root / "index"), models_dir=str(root / "models"),
+                             data_dir=str(root / "fine_tuning_data"))
+    bot.load_domain("velmora", docs, progress=False)
+    bot.prepare_fine_tuning_data(formats=("chat",), generator="rules", progress=False)
+    version = bot.train(max_steps=2, max_seq_length=512, batch_size=2, learning_rate=1e-2)
+    return bot, root, version
+
+
+def test_held_out_sets_come_from_the_card(tiny_bot):
+    bot, root, _ = tiny_bot
+    card = bot._latest_card("velmora")
+    data = json.loads(card.read_text())
+    validation_docs = {s["file"] for s in data["sources"] if s["split"] == "validation"}
+    train_rows = [json.loads(line) for line in (card.parent / next(n for n in data["files"] if n.endswith(
+        "_train.jsonl"))).read_text().splitlines() if line]
+    trained = {normalize_answer(r["messages"][-2]["content"].rsplit("Answer from the text above: ", 1)[-1])
+               for r in train_rows}
+    paraphrases = held_out_paraphrases(card)
+    assert paraphrases and all(normalize_answer(q.question) not in trained for q in paraphrases)
+    assert all(q.source not in validation_docs for q in paraphrases)
+    assert all(q.source in validation_docs for q in validation_questions(card))
+
+
+def test_four_arms_write_report_json_and_chart(tiny_bot, tmp_path):
+    bot, root, version = tiny_bot
+    before = sorted(p.name for p in (root / "models").iterdir())
+    manifest = (version.path / "docbot_model.json").read_bytes()
+    report = bot.evaluate(max_new_tokens=8, n_bootstrap=200, progress=False)
+
+    assert report.path.parent.parent == root / "evaluations"  # beside the data folder, like the notebook
+    data = json.loads(report.path.read_text())
+    assert data["model"]["version"] == version.name and data["model"]["adapter_sha256"]
+    assert data["arms"] == list(ARMS)
+    names = [s["name"] for s in data["sets"]]
+    assert "paraphrases" in names
+    for s in data["sets"]:
+        assert s["n"] > 0 and set(s["arms"]) == set(ARMS)
+        for arm in ARMS:
+            for metric in ("exact_match", "f1", "rouge_l"):
+                ci = s["arms"][arm][metric]
+                assert ci["low"] <= ci["mean"] <= ci["high"] and ci["n"] == s["n"]
+            assert ("hit_at_k" in s["arms"][arm]) == arm.endswith("+retrieval")
+        assert s["arms"]["base+retrieval"]["hit_at_k"]["mean"] > 0
+        assert s["arms"]["fine-tuned+retrieval"]["hit_at_k"] == s["arms"]["base+retrieval"]["hit_at_k"]
+        assert all(set(q["predictions"]) == set(ARMS) for q in s["questions"])
+    assert set(data["retrieval"]["modes"]) == {"vector", "hybrid"}
+    assert data["retrieval"]["modes"]["hybrid"]["hit@5"]["mean"] > 0
+    assert (report.path.parent / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.chart == report.path.parent / "chart.png"
+
+    table = report.table()
+    assert all(arm in table for arm in ARMS) and "(a) paraphrases" in table and "hybrid" in table
+    # the link from the registry entry: found by version; nothing registered was touched, the bot's model stays
+    assert [p for p, _ in list_evaluations(root / "evaluations", version.name)] == [report.path]
+    assert sorted(p.name for p in (root / "models").iterdir()) == before
+    assert (version.path / "docbot_model.json").read_bytes() == manifest
+    assert bot.fine_tuned is None and "finetuned" not in str(bot.provider)
+
+
+def test_a_users_question_file_and_the_repl_command(tiny_bot, tmp_path):
+    from docbot.repl import Repl
+
+    bot, root, version = tiny_bot
+    questions = tmp_path / "mine.jsonl"
+    questions.write_text(
+        '{"question": "Who is the chief pharmacist of the Velmora clinic?", "answer": "Odalys Penhallow", '
+        '"source": "team/staff.md"}\n'
+        '{"question": "What is the emergency code for a fire?", "answer": "Code Tangerine", "source": "team/staff.md"}\n'
+        '{"question": "How do I change a tyre?", "answer": null, "source": null}\n', encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    repl = Repl(bot, out, err)
+    repl.cmd_evaluate(f"'{questions}'")
+    text = out.getvalue()
+    assert f"questions from {questions}: 2 question(s), 1 without a gold answer skipped" in text
+    assert all(arm in text for arm in ARMS) and "report: " in text
+    reports = list_evaluations(root / "evaluations", version.name)
+    assert reports[0][1]["sets"][0]["name"] == "mine" and len(reports) >= 1
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "ok?", "answer": "yes"}\nnull\n', encoding="utf-8")
+    with pytest.raises(DocbotError, match=r"bad\.jsonl:2: not a question line"):
+        repl.cmd_evaluate(str(bad))
+
+
+def test_evaluation_needs_a_fine_tuned_version(tmp_path, tiny_model):
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    bot = ConfigurableDocBot(provider="transformers", base_model=tiny_model, documents_dir=str(tmp_path / "Documents"),
+                             index_dir=str(tmp_path / "index"), models_dir=str(tmp_path / "models"),
+                             data_dir=str(tmp_path / "data"))
+    bot.load_domain("velmora", docs, progress=False)
+    with pytest.raises(DocbotError, match="no fine-tuned versions of domain 'velmora'"):
+        bot.evaluate()
+    assert not (tmp_path / "evaluations").exists()
