@@ -37,7 +37,7 @@ def main() -> None:
 
     from docbot.base_models import resolve_base_model
     from docbot.bot import ConfigurableDocBot
-    from docbot.evaluation import load_questions
+    from docbot.scoring import load_questions
     from docbot.providers import transformers_local
 
     hf_logging.disable_progress_bar()

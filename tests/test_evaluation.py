@@ -9,9 +9,9 @@ import pytest
 
 from conftest import write_facts_domain
 from docbot import ConfigurableDocBot, DocbotError
-from docbot.evaluation import (ARMS, GoldQuestion, bootstrap_interval, exact_match, held_out_paraphrases, hit_at_k,
-                               list_evaluations, load_questions, normalize_answer, paraphrase, reciprocal_rank,
-                               rouge_l, token_f1, validation_questions)
+from docbot.evaluation import ARMS, held_out_paraphrases, list_evaluations, paraphrase, validation_questions
+from docbot.scoring import (GoldQuestion, bootstrap_interval, exact_match, hit_at_k, load_questions, normalize_answer,
+                            reciprocal_rank, rouge_l, token_f1)
 from docbot.retrieval import Source
 
 
