@@ -101,8 +101,8 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     this data, base model and hyper-parameters continues from the last one; `resume=False` starts over) and the
     adapter, tokenizer and manifest to `output_dir/adapter/`. `max_steps > 0` caps the optimizer steps (an epoch
     cut short still gets its validation loss and checkpoint). `early_stopping_patience`: stop after that many
-    epochs without a lower validation loss, keeping the best epoch's adapter. On CUDA it trains in bf16 (fp16 on
-    GPUs without bf16); on the CPU in fp32.
+    epochs without a lower validation loss, keeping the best epoch's adapter. It trains in bf16 where the hardware
+    computes it natively (most GPUs; CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, else fp32.
     """
     import torch
     from datasets import Dataset
@@ -133,7 +133,9 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     last_checkpoint = _prepare_checkpoints(checkpoints, run_identity, resume)
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    # bf16 where the hardware computes it natively: GPUs that support it, and CPUs with AVX512-BF16 or AMX (on 2
+    # such cores a SmolLM2 step of 4 examples took 28 s in bf16 against 41 s in fp32, at the same losses)
+    bf16 = torch.cuda.is_bf16_supported() if cuda else _cpu_has_bf16(torch)
     fp16 = cuda and not bf16
     precision = "bf16" if bf16 else "fp16 mixed" if fp16 else "fp32"
 
@@ -159,7 +161,7 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
         metric_for_best_model="eval_loss" if early else None,
         greater_is_better=False if early else None,
         use_cpu=not cuda,
-        bf16=bf16,  # TRL's default is bf16=True even on the CPU, where it is slow: always set it
+        bf16=bf16,  # TRL's default is bf16=True even on CPUs without native bf16, where it is slow: always set it
         fp16=fp16,
         **_no_activation_checkpointing(SFTConfig),
         report_to=[],
@@ -222,6 +224,11 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     }
     _save_adapter(trainer, tokenizer, output_dir / "adapter", manifest)
     return manifest
+
+
+def _cpu_has_bf16(torch):
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def _loss_points(history, key):
