@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._io import write_json_atomic
+from .base_models import base_fingerprint
 from .errors import DocbotError, ProviderError
+from .training import ADAPTER_MANIFEST
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION", "MERGED_MANIFEST", "converter_dir", "ensure_converter", "export_for_ollama",
@@ -43,8 +45,6 @@ __all__ = [
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 MERGED_MANIFEST = "docbot_merged.json"
-ADAPTER_MANIFEST = "docbot_adapter.json"  # docbot.training.ADAPTER_MANIFEST (not imported: training is heavy)
-BASE_MANIFEST = "docbot_base_model.json"  # docbot.base_models.MANIFEST_NAME
 
 
 # ---------------------------------------------------------------------------------------------------- merging
@@ -107,14 +107,10 @@ def _check_base(base_location: str, manifest: dict | None) -> None:
     base = Path(base_location)
     if not expected or not base.is_dir():
         return
-    recorded = (_read_json(base / BASE_MANIFEST) or {}).get("fingerprint")  # packaged base: already hashed
-    if recorded is None:
-        from .training import model_fingerprint
-
-        try:
-            recorded = model_fingerprint(base)
-        except FileNotFoundError:
-            return
+    try:
+        recorded = base_fingerprint(base)  # recorded at conversion for a packaged base, else hashed now
+    except FileNotFoundError:
+        return
     if recorded != expected:
         trained_on = (manifest.get("base_model") or {}).get("name") or "another base model"
         raise DocbotError(f"the adapter was trained on {trained_on} (fingerprint {expected[:12]}), but "
