@@ -1,13 +1,14 @@
-"""Atomic file writes: a reader sees the old bytes or the new ones, never a torn file."""
+"""Small file helpers: atomic writes (a reader sees the old bytes or the new, never a torn file), hashing, JSONL."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file"]
+__all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file", "jsonl_rows"]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -41,6 +42,17 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank JSONL line; a line that is not JSON gives its
+    `json.JSONDecodeError` as the value, so each reader reports it as file:line in its own way."""
+    for no, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                yield no, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield no, exc
 
 
 def _fsync_dir(folder: Path) -> None:

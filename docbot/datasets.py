@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ._io import sha256_file, write_bytes_atomic, write_json_atomic
+from ._io import jsonl_rows, sha256_file, write_bytes_atomic, write_json_atomic
 from .config import Config
 from .errors import DocbotError
 from .index import StoredChunk
@@ -96,13 +96,9 @@ def validate_jsonl(path: str | Path, fmt: str | None = None) -> list[str]:
         problems.append(f"{path}:1: starts with a UTF-8 byte order mark; save the file without it")
         raw = raw[3:]
     lines = raw.decode("utf-8", errors="replace").splitlines()
-    for no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            problems.append(f"{path}:{no}: not valid JSON ({exc.msg} at column {exc.colno})")
+    for no, row in jsonl_rows(lines):
+        if isinstance(row, json.JSONDecodeError):
+            problems.append(f"{path}:{no}: not valid JSON ({row.msg} at column {row.colno})")
             continue
         if not isinstance(row, dict):
             problems.append(f"{path}:{no}: expected a JSON object, got {type(row).__name__}")

@@ -202,21 +202,12 @@ class DomainIndex:
                  for i, d, m, s in zip(res["ids"], res["documents"], res["metadatas"], sims)}
         return [by_id[i] for i in ids if i in by_id]
 
-    def all_texts(self) -> tuple[list[str], list[str]]:
-        """Every chunk's id and text, for building the keyword index."""
-        res = self._collection.get(include=["documents"])
-        return res["ids"], res["documents"]
-
     def all_chunks(self) -> list[StoredChunk]:
         """Every chunk with its file's content hash, in document order (file, page, position)."""
         res = self._collection.get(include=["documents", "metadatas"])
         chunks = [StoredChunk(i, d, m["source"], m.get("page"), m["chunk_no"], m["file_hash"])
                   for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])]
         return sorted(chunks, key=lambda c: (c.source, c.page or 0, c.chunk_no))
-
-    def sources(self) -> dict[str, int]:
-        """Indexed files and their chunk counts."""
-        return {source: len(entry.ids) for source, entry in self._stored_files().items()}
 
     # -- internals ----------------------------------------------------------------------------------------------
 

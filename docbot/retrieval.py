@@ -28,17 +28,13 @@ class Source:
 
 
 class Retriever:
-    """Searches one domain's index; the keyword index is built on first use and after each re-load."""
+    """Searches one domain's index; the keyword index is built on first use (each load makes a new Retriever)."""
 
     def __init__(self, index: DomainIndex, hybrid: bool) -> None:
         self.index = index
         self.hybrid = hybrid
         self._bm25 = None
         self._bm25_ids: list[str] = []
-
-    def invalidate(self) -> None:
-        """Forget the keyword index; the next search rebuilds it from the store."""
-        self._bm25 = None
 
     def search(self, query: str, k: int) -> list[Source]:
         """The `k` best chunks for `query`, best first."""
@@ -57,8 +53,9 @@ class Retriever:
         import bm25s
 
         if self._bm25 is None:
-            ids, texts = self.index.all_texts()
-            self._bm25_ids = ids
+            chunks = self.index.all_chunks()
+            self._bm25_ids = [c.id for c in chunks]
+            texts = [c.text for c in chunks]
             self._bm25 = bm25s.BM25()
             if texts:
                 self._bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)

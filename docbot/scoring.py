@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._io import jsonl_rows
 from .errors import DocbotError
 from .retrieval import Source
 
@@ -47,13 +48,9 @@ def load_questions(path: str | Path) -> list[GoldQuestion]:
             lines = list(fh)
         except UnicodeDecodeError as exc:
             raise DocbotError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    for no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise DocbotError(f"{path}:{no}: not a question line (invalid JSON: {exc})") from exc
+    for no, row in jsonl_rows(lines):
+        if isinstance(row, json.JSONDecodeError):
+            raise DocbotError(f"{path}:{no}: not a question line (invalid JSON: {row})") from row
         problem = _row_problem(row)
         if problem:
             raise DocbotError(f"{path}:{no}: not a question line ({problem})")
