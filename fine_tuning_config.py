@@ -39,3 +39,8 @@ DOCUMENTS_DIR = "./Documents"  # one sub-folder per domain
 INDEX_DIR = "./index"  # the Chroma store, one collection per domain
 MODELS_DIR = "./models"  # converted base models and versioned fine-tuned adapters
 DATA_DIR = "./fine_tuning_data"  # generated training data, one stamped set per run
+
+# --- Shared index (a team's Chroma server) -------------------------------------------------------------------------
+CHROMA_HOST = ""  # "" = the local store in INDEX_DIR; a host name = that Chroma server ($CHROMA_HOST also sets it)
+CHROMA_PORT = 0  # 0 = $CHROMA_PORT, else Chroma's default 8000; the token is only ever read from $CHROMA_TOKEN
+LOCK_TIMEOUT = 30.0  # seconds a write waits for another process's write; then the index is read as it stands

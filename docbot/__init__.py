@@ -3,10 +3,12 @@
 from .answers import Answer, StreamingAnswer
 from .bot import ConfigurableDocBot
 from .config import Config, load_config
-from .errors import ConfigError, DocbotError, DocumentError, IndexMismatchError, ModelNotFoundError, ProviderError
+from .errors import (ConfigError, DocbotError, DocumentError, IndexBusyError, IndexMismatchError, ModelNotFoundError,
+                     ProviderError, StoreError)
 from .retrieval import Source
 
 __all__ = [
     "Answer", "StreamingAnswer", "ConfigurableDocBot", "Config", "load_config", "Source",
     "DocbotError", "ConfigError", "DocumentError", "IndexMismatchError", "ModelNotFoundError", "ProviderError",
+    "StoreError", "IndexBusyError",
 ]

@@ -16,13 +16,14 @@ from .config import Config, load_config
 from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
 from .errors import DocbotError
-from .index import DomainIndex, SyncReport, drop_domain, normalize_domain, open_store
+from .index import DomainIndex, SyncReport, drop_domain, normalize_domain
 from .prompts import NOT_COVERED, build_messages
 from .providers import OllamaProvider, Provider, TransformersProvider, ollama_serves
 from .providers.transformers_local import load_model
 from .registry import (ModelVersion, find_version, import_zip, list_versions, probe_logits, probe_matches,
                        read_adapter_manifest, register)
 from .retrieval import Retriever, Source
+from .store import Store, open_store
 
 __all__ = ["ConfigurableDocBot"]
 
@@ -47,7 +48,7 @@ class ConfigurableDocBot:
         self._model_choice = model
         self._provider: Provider | None = None
         self._embedder: Embedder | None = None
-        self._store = None
+        self._store: Store | None = None
         self._retriever: Retriever | None = None
         self.domain: str | None = None
         self.documents_path: Path | None = None
@@ -62,11 +63,18 @@ class ConfigurableDocBot:
     # -- domains ---------------------------------------------------------------------------------------------
 
     def load_domain(self, name: str, path: str | Path | None = None, progress: bool = True) -> SyncReport:
-        """Index the domain's folder (only new and changed files are embedded) and make it the current one."""
+        """Index the domain's folder (only new and changed files are embedded) and make it the current one.
+
+        Without the folder on this machine, a domain already in the store (e.g. a team's shared server) opens as
+        it stands; so does one that another process is writing, after `lock_timeout` (see `report.not_updated`).
+        """
         domain = normalize_domain(name)
         folder = Path(path) if path is not None else self._default_folder(name)
-        index = DomainIndex(self._get_store(), domain, self._get_embedder())
-        report = index.sync(folder, self.config.chunk_size, self.config.chunk_overlap, progress=progress)
+        index = DomainIndex(self._get_store(), domain, self._get_embedder(), self.config.lock_timeout)
+        if not folder.exists() and index.count():
+            report = index.as_is(f"no folder {folder} here to sync from; answering from the index as it stands")
+        else:
+            report = index.sync(folder, self.config.chunk_size, self.config.chunk_overlap, progress=progress)
         if self.domain != domain:
             self.history.clear()
         self.domain, self.documents_path = domain, folder
@@ -79,7 +87,7 @@ class ConfigurableDocBot:
         """Rebuild the current domain's index from scratch (e.g. after changing the embedding model)."""
         domain, folder = self._require_domain(), self.documents_path
         self._retriever = None
-        drop_domain(self._get_store(), domain)
+        drop_domain(self._get_store(), domain, self.config.lock_timeout)
         return self.load_domain(domain, folder, progress=progress)
 
     def domains(self) -> list[str]:
@@ -87,7 +95,7 @@ class ConfigurableDocBot:
         root = Path(self.config.documents_dir)
         found = {p.name.lower() for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
             if root.is_dir() else set()
-        found |= set(DomainIndex.list_domains(self._get_store()))
+        found |= set(DomainIndex.list_domains(self._get_store().client))
         return sorted(found)
 
     # -- answering --------------------------------------------------------------------------------------------
@@ -344,9 +352,9 @@ class ConfigurableDocBot:
             self._embedder = Embedder(self.config.embedding_model)
         return self._embedder
 
-    def _get_store(self):
+    def _get_store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.config.index_dir)
+            self._store = open_store(self.config.index_dir, self.config.chroma_host, self.config.chroma_port)
         return self._store
 
     def _default_folder(self, name: str) -> Path:

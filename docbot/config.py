@@ -41,6 +41,9 @@ class Config:
     index_dir: str = _defaults.INDEX_DIR
     models_dir: str = _defaults.MODELS_DIR
     data_dir: str = _defaults.DATA_DIR
+    chroma_host: str = _defaults.CHROMA_HOST
+    chroma_port: int = _defaults.CHROMA_PORT
+    lock_timeout: float = _defaults.LOCK_TIMEOUT
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -77,6 +80,11 @@ class Config:
         if not -1 <= self.relevance_threshold <= 1:
             raise ConfigError(f"config relevance_threshold is a cosine similarity in [-1, 1], "
                               f"got {self.relevance_threshold!r}")
+        if not 0 <= self.chroma_port < 65536:
+            raise ConfigError(f"config chroma_port must be a port number (0 = $CHROMA_PORT or 8000), "
+                              f"got {self.chroma_port!r}")
+        if self.lock_timeout < 0:
+            raise ConfigError(f"config lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}")
         if self.history_turns < 0:
             raise ConfigError(f"config history_turns must be >= 0, got {self.history_turns!r}")
         if self.provider not in ("auto", "transformers", "ollama"):

@@ -5,6 +5,8 @@ __all__ = [
     "ConfigError",
     "DocumentError",
     "IndexMismatchError",
+    "StoreError",
+    "IndexBusyError",
     "ProviderError",
     "ModelNotFoundError",
 ]
@@ -24,6 +26,14 @@ class DocumentError(DocbotError):
 
 class IndexMismatchError(DocbotError):
     """An index was built with a different embedding model than the one asked to open it."""
+
+
+class StoreError(DocbotError):
+    """The index store cannot be used: a shared Chroma server that does not answer or refuses the token."""
+
+
+class IndexBusyError(StoreError):
+    """Another process holds the index's write lease; the message names it (PID, host, since when)."""
 
 
 class ProviderError(DocbotError):

@@ -22,9 +22,10 @@ from ._io import sha256_file
 from .chunking import Chunk, chunk_pages
 from .documents import discover, read_pages
 from .embeddings import Embedder
-from .errors import ConfigError, DocumentError, IndexMismatchError
+from .errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError
+from .store import Store
 
-__all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "open_store", "normalize_domain"]
+__all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "normalize_domain"]
 
 log = logging.getLogger("docbot")
 _EMBED_GROUP = 256  # chunks embedded per call: big enough to batch well, small enough to save progress often
@@ -66,8 +67,12 @@ class SyncReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_updated: str = ""  # why the index was read as it stands instead of synced (another writer, no folder)
 
     def __str__(self) -> str:
+        if self.not_updated:
+            return (f"{self.domain}: {self.chunks} chunks from {self.unchanged} files as indexed, not updated: "
+                    f"{self.not_updated}")
         return (f"{self.domain}: {self.files} files, {self.pages} pages, {self.chunks} chunks "
                 f"({len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
                 f"{self.unchanged} unchanged), {len(self.skipped)} skipped")
@@ -81,36 +86,35 @@ def normalize_domain(name: str) -> str:
     return domain
 
 
-def open_store(index_dir: str | Path):
-    """The embedded Chroma store in `index_dir`, telemetry off (this machine may be offline)."""
-    import chromadb
-    from chromadb.config import Settings
-
-    Path(index_dir).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(index_dir), settings=Settings(anonymized_telemetry=False))
-
-
-def drop_domain(client, domain: str) -> None:
+def drop_domain(store: Store, domain: str, lock_timeout: float) -> None:
     """Delete a domain's collection, whatever model built it (the documents themselves are untouched)."""
     name = f"docbot-{normalize_domain(domain)}"
-    if name in {c.name for c in client.list_collections()}:
-        client.delete_collection(name)
+    with store.writer(normalize_domain(domain), lock_timeout):
+        if name in {c.name for c in store.client.list_collections()}:
+            store.client.delete_collection(name)
 
 
 class DomainIndex:
     """The collection of one domain, opened with the embedder that must match the one it was built with."""
 
-    def __init__(self, client, domain: str, embedder: Embedder) -> None:
+    def __init__(self, store: Store, domain: str, embedder: Embedder, lock_timeout: float = 30.0) -> None:
+        from chromadb.errors import NotFoundError
+
         self.domain = normalize_domain(domain)
         self.embedder = embedder
-        self._client = client
-        self._collection = client.get_or_create_collection(
-            f"docbot-{self.domain}",
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"domain": self.domain, "embedding_model": embedder.model_id,
-                      "embedding_dim": embedder.dimension},
-            embedding_function=None,
-        )
+        self.lock_timeout = lock_timeout  # seconds a write waits for another process's write to finish
+        self._store = store
+        try:  # opening an existing domain is a read: it must not wait for a writer
+            self._collection = store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
+        except NotFoundError:
+            with store.writer(self.domain, lock_timeout):
+                self._collection = store.client.get_or_create_collection(
+                    f"docbot-{self.domain}",
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata={"domain": self.domain, "embedding_model": embedder.model_id,
+                              "embedding_dim": embedder.dimension},
+                    embedding_function=None,
+                )
         meta = self._collection.metadata or {}
         built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
         if built_with != (embedder.model_id, embedder.dimension):
@@ -131,55 +135,31 @@ class DomainIndex:
         return self._collection.count()
 
     def sync(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool = True) -> SyncReport:
-        """Make the collection match the folder: embed new and changed files, drop chunks of removed ones."""
-        from tqdm.auto import tqdm
+        """Make the collection match the folder: embed new and changed files, drop chunks of removed ones.
 
+        Checking needs no lock. Writing takes the store's write lease, waiting at most `lock_timeout` seconds
+        for another writer; if that one is still busy, an index that has chunks is left as it is and read
+        (`report.not_updated` names the writer), and an empty one raises `IndexBusyError`.
+        """
         root = Path(root)
         chunking = f"{chunk_size}/{chunk_overlap}"
-        report = SyncReport(self.domain)
-        stored = self._stored_files()
-        todo: list[tuple[str, str, list[Chunk], int]] = []  # (source, file hash, chunks, pages)
-        files = discover(root)
-        report.files = len(files)
-        for path in tqdm(files, desc=f"Reading {self.domain}", unit="file", file=sys.stderr,
-                         disable=not progress, leave=False):
-            source = path.relative_to(root).as_posix()
-            try:
-                digest = sha256_file(path)
-            except OSError as exc:
-                self._skip(report, source, path, f"cannot be read ({exc.strerror or exc})", stored)
-                continue
-            entry = stored.get(source)
-            if entry is not None and entry.complete and entry.hashes == {(digest, chunking)}:
-                report.unchanged += 1
-                report.pages += entry.pages
-                report.chunks += len(entry.ids)
-                continue
-            try:
-                pages = read_pages(path)
-            except DocumentError as exc:
-                self._skip(report, source, path, str(exc).split(": ", 1)[-1], stored)
-                continue
-            todo.append((source, digest, chunk_pages(self.domain, source, pages, chunk_size, chunk_overlap),
-                         len(pages)))
-            (report.changed if entry is not None else report.added).append(source)
-        for source in sorted(set(stored) - {p.relative_to(root).as_posix() for p in files}):
-            self._delete_ids(stored[source].ids)
-            report.removed.append(source)
-        total = sum(len(chunks) for _, _, chunks, _ in todo)
-        with tqdm(total=total, desc=f"Indexing {self.domain}", unit="chunk", file=sys.stderr,
-                  disable=not progress or total == 0) as bar:
-            for group in _groups(todo, _EMBED_GROUP):
-                vectors = self.embedder.embed([c.text for _, _, chunks, _ in group for c in chunks])
-                start = 0
-                for source, digest, chunks, pages in group:
-                    self._write_file(chunks, vectors[start:start + len(chunks)], digest, chunking,
-                                     stored.get(source))
-                    start += len(chunks)
-                    report.pages += pages
-                    report.chunks += len(chunks)
-                    bar.update(len(chunks))
-        return report
+        report, current = self._check(root, discover(root), chunking)
+        if current:
+            return report
+        try:
+            with self._store.writer(self.domain, self.lock_timeout) as renew:
+                return self._update(root, chunk_size, chunk_overlap, progress, renew)
+        except IndexBusyError as exc:
+            if self.count() == 0:
+                raise
+            report.not_updated = str(exc)
+            return report
+
+    def as_is(self, reason: str) -> SyncReport:
+        """Open the domain as the store has it, without a folder to sync from (a teammate's shared index)."""
+        stored = self._stored_files().values()
+        return SyncReport(self.domain, files=len(stored), pages=sum(e.pages for e in stored),
+                          chunks=sum(len(e.ids) for e in stored), unchanged=len(stored), not_updated=reason)
 
     def query(self, embedding: np.ndarray, n: int) -> list[Hit]:
         """The `n` nearest chunks to a unit-length query embedding."""
@@ -211,6 +191,73 @@ class DomainIndex:
 
     # -- internals ----------------------------------------------------------------------------------------------
 
+    def _check(self, root: Path, files: list[Path], chunking: str) -> tuple[SyncReport, bool]:
+        """What is already indexed as the folder has it, and whether that is everything (nothing to write)."""
+        report = SyncReport(self.domain, files=len(files))
+        stored = self._stored_files()
+        for path in files:
+            entry = stored.pop(path.relative_to(root).as_posix(), None)
+            try:
+                current = entry is not None and entry.matches(sha256_file(path), chunking)
+            except OSError:
+                current = False
+            if current:
+                report.unchanged += 1
+                report.pages += entry.pages
+                report.chunks += len(entry.ids)
+        return report, report.unchanged == len(files) and not stored
+
+    def _update(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool, renew) -> SyncReport:
+        """The writing half of `sync`, run under the write lease (renewed after every embedding batch)."""
+        from tqdm.auto import tqdm
+
+        chunking = f"{chunk_size}/{chunk_overlap}"
+        report = SyncReport(self.domain)
+        stored = self._stored_files()
+        todo: list[tuple[str, str, list[Chunk], int]] = []  # (source, file hash, chunks, pages)
+        files = discover(root)
+        report.files = len(files)
+        for path in tqdm(files, desc=f"Reading {self.domain}", unit="file", file=sys.stderr,
+                         disable=not progress, leave=False):
+            source = path.relative_to(root).as_posix()
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                self._skip(report, source, path, f"cannot be read ({exc.strerror or exc})", stored)
+                continue
+            entry = stored.get(source)
+            if entry is not None and entry.matches(digest, chunking):
+                report.unchanged += 1
+                report.pages += entry.pages
+                report.chunks += len(entry.ids)
+                continue
+            try:
+                pages = read_pages(path)
+            except DocumentError as exc:
+                self._skip(report, source, path, str(exc).split(": ", 1)[-1], stored)
+                continue
+            todo.append((source, digest, chunk_pages(self.domain, source, pages, chunk_size, chunk_overlap),
+                         len(pages)))
+            (report.changed if entry is not None else report.added).append(source)
+        for source in sorted(set(stored) - {p.relative_to(root).as_posix() for p in files}):
+            self._delete_ids(stored[source].ids)
+            report.removed.append(source)
+        total = sum(len(chunks) for _, _, chunks, _ in todo)
+        with tqdm(total=total, desc=f"Indexing {self.domain}", unit="chunk", file=sys.stderr,
+                  disable=not progress or total == 0) as bar:
+            for group in _groups(todo, _EMBED_GROUP):
+                vectors = self.embedder.embed([c.text for _, _, chunks, _ in group for c in chunks])
+                renew()
+                start = 0
+                for source, digest, chunks, pages in group:
+                    self._write_file(chunks, vectors[start:start + len(chunks)], digest, chunking,
+                                     stored.get(source))
+                    start += len(chunks)
+                    report.pages += pages
+                    report.chunks += len(chunks)
+                    bar.update(len(chunks))
+        return report
+
     def _stored_files(self) -> dict[str, _StoredFile]:
         res = self._collection.get(include=["metadatas"])
         files: dict[str, _StoredFile] = defaultdict(_StoredFile)
@@ -227,7 +274,7 @@ class DomainIndex:
         """Add a file's new chunks, then remove its old ones: a crash in between leaves it marked incomplete."""
         metas = [{"source": c.source, "chunk_no": c.chunk_no, "file_hash": digest, "chunking": chunking,
                   "file_chunks": len(chunks), **({"page": c.page} if c.page is not None else {})} for c in chunks]
-        step = self._client.get_max_batch_size()
+        step = self._store.client.get_max_batch_size()
         for i in range(0, len(chunks), step):
             self._collection.upsert(ids=[c.id for c in chunks[i:i + step]], embeddings=vectors[i:i + step],
                                     documents=[c.text for c in chunks[i:i + step]], metadatas=metas[i:i + step])
@@ -235,7 +282,7 @@ class DomainIndex:
             self._delete_ids(sorted(set(old.ids) - {c.id for c in chunks}))
 
     def _delete_ids(self, ids: list[str]) -> None:
-        step = self._client.get_max_batch_size()
+        step = self._store.client.get_max_batch_size()
         for i in range(0, len(ids), step):
             self._collection.delete(ids=ids[i:i + step])
 
@@ -255,9 +302,9 @@ class _StoredFile:
     expected: int = 0
     page_numbers: set[int | None] = field(default_factory=set)
 
-    @property
-    def complete(self) -> bool:
-        return len(self.hashes) == 1 and len(self.ids) == self.expected
+    def matches(self, digest: str, chunking: str) -> bool:
+        """All the chunks of this file content, cut this way, are stored (none missing, none left over)."""
+        return self.hashes == {(digest, chunking)} and len(self.ids) == self.expected
 
     @property
     def pages(self) -> int:

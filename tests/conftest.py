@@ -98,3 +98,18 @@ def tiny_model(tmp_path_factory) -> str:
     from tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny_model")))
+
+
+def write_corpus(root: Path, files: int, paragraphs: int = 4, seed: int = 0) -> Path:
+    """`files` text files of invented prose, every paragraph different, for crash, lock and load tests."""
+    import random
+
+    rng = random.Random(seed)
+    syllables = ["vel", "mor", "quin", "dra", "sol", "tek", "bri", "nal", "osh", "ru", "zen", "pa", "lum", "gor"]
+    words = ["".join(rng.sample(syllables, 3)) for _ in range(400)]
+    root.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        text = "\n\n".join(f"Section {p} of note {f}. " + " ".join(rng.choices(words, k=140)) + "."
+                           for p in range(paragraphs))
+        (root / f"note_{f:03d}.txt").write_text(text + "\n", encoding="utf-8")
+    return root
