@@ -113,3 +113,28 @@ def write_corpus(root: Path, files: int, paragraphs: int = 4, seed: int = 0) -> 
                            for p in range(paragraphs))
         (root / f"note_{f:03d}.txt").write_text(text + "\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real embedding model, as docbot loads it."""
+    from docbot.embeddings import Embedder
+
+    return Embedder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, embedder):
+    """40 files, 320 chunks in two embedding batches, and the store an uninterrupted load makes of them."""
+    import time
+
+    from index_worker import store_state
+
+    from docbot.index import DomainIndex
+    from docbot.store import open_store
+
+    work = tmp_path_factory.mktemp("crash")
+    docs = write_corpus(work / "docs", files=40)
+    start = time.perf_counter()
+    DomainIndex(open_store(work / "reference"), "corpus", embedder).sync(docs, 1000, 100, progress=False)
+    return docs, store_state(work / "reference", "corpus"), time.perf_counter() - start

@@ -19,27 +19,8 @@ import pytest
 import index_worker
 from conftest import write_corpus, write_facts_domain
 from docbot import ConfigurableDocBot, IndexBusyError
-from docbot.embeddings import Embedder
 
 ROUNDS = 5  # benchmarks/crash.py runs 20
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return Embedder("all-MiniLM-L6-v2")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, embedder):
-    """40 files, 320 chunks in two embedding batches, and the store an uninterrupted load makes of them."""
-    from docbot.index import DomainIndex
-    from docbot.store import open_store
-
-    work = tmp_path_factory.mktemp("crash")
-    docs = write_corpus(work / "docs", files=40)
-    start = time.perf_counter()
-    DomainIndex(open_store(work / "reference"), "corpus", embedder).sync(docs, 1000, 100, progress=False)
-    return docs, index_worker.store_state(work / "reference", "corpus"), time.perf_counter() - start
 
 
 @pytest.mark.slow
