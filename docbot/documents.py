@@ -58,7 +58,7 @@ def _read_pdf(path: Path, data: bytes) -> list[Page]:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    from pypdf.errors import DependencyError, PyPdfError
 
     if not data.lstrip().startswith(b"%PDF"):
         raise DocumentError(f"{path}: not a PDF (no %PDF header)")
@@ -69,6 +69,8 @@ def _read_pdf(path: Path, data: bytes) -> list[Page]:
         return [Page(i, page.extract_text() or "") for i, page in enumerate(reader.pages, start=1)]
     except DocumentError:
         raise
+    except DependencyError as exc:  # an AES-encrypted PDF without the `cryptography` package
+        raise DocumentError(f"{path}: cannot be decrypted ({exc}); pip install -r requirements.txt") from exc
     except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
         raise DocumentError(f"{path}: corrupt PDF ({type(exc).__name__}: {exc})") from exc
 
