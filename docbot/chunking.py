@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from .documents import Page
 
 __all__ = ["Chunk", "chunk_pages"]
+
+_WINDOW_CHUNKS = 64  # a page is handed to the splitter in pieces of at most this many chunk sizes
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,24 @@ def chunk_pages(domain: str, source: str, pages: Iterable[Page], size: int, over
     splitter = RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap)
     chunks = []
     for page in pages:
-        for no, text in enumerate(splitter.split_text(page.text)):
+        pieces = chain.from_iterable(splitter.split_text(w) for w in _windows(page.text, size * _WINDOW_CHUNKS))
+        for no, text in enumerate(pieces):
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             where = f"p{page.number}" if page.number is not None else "p-"
             chunks.append(Chunk(f"{domain}/{source}#{where}.c{no}.{digest[:12]}", text, source, page.number, no, digest))
     return chunks
+
+
+def _windows(text: str, limit: int) -> Iterator[str]:
+    """`text` in pieces of at most `limit` characters, each cut at its last paragraph break, else line break, else
+    space in its second half. The splitter holds every word of its input at once: one 10 MB line with no newline
+    cost ~300 MB (and a line with no spaces 10 s) before it was fed in windows. A text within `limit` is one piece,
+    so the chunks of ordinary pages are unchanged."""
+    start = 0
+    while len(text) - start > limit:
+        end = start + limit
+        cut = next((c for c in (text.rfind(sep, start + limit // 2, end) for sep in ("\n\n", "\n", " ")) if c > 0),
+                   end)
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
