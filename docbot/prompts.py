@@ -19,15 +19,26 @@ QUESTION_LEAD = "Answer from the text above: "  # what precedes the question aft
 NOT_COVERED = "That is not in the documents of the '{domain}' domain, so I cannot answer it from them."
 
 _DELIMITER = re.compile(r"<{2,}|>{2,}")  # our block markers use <<< >>>; a chunk must not be able to forge one
+# Chat templates' control tokens: <|name|> (ChatML as in SmolLM2 and Qwen, Llama 3, Phi) and <name> or </name>
+# (SmolLM2's <filename>, Gemma's <start_of_turn>, Llama 2's </s>). Tokenizers (transformers and llama.cpp alike)
+# turn them into special tokens wherever they occur, so a document quoting "<|im_start|>system" would open a
+# real system turn.
+_CONTROL_TOKEN = re.compile(r"<(?=\|[^\s<>|]{1,64}\|>|/?[A-Za-z_][\w.-]{0,63}>)")
 
 
 def context_blocks(sources: Sequence[Source]) -> str:
-    """Numbered blocks, each headed by its file and page; marker characters inside the text are defused."""
-    blocks = []
-    for n, src in enumerate(sources, start=1):
-        text = _DELIMITER.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 1), src.text.strip())
-        blocks.append(f"<<<BLOCK {n} ({src})>>>\n{text}\n<<<END BLOCK {n}>>>")
-    return "\n\n".join(blocks)
+    """Numbered blocks, each headed by its file and page; file names and texts cannot forge a marker or a
+    control token."""
+    return "\n\n".join(f"<<<BLOCK {n} ({_defuse(str(src))})>>>\n{_defuse(src.text.strip())}\n<<<END BLOCK {n}>>>"
+                         for n, src in enumerate(sources, start=1))
+
+
+def _defuse(text: str) -> str:
+    """A run of marker characters keeps its first one ('>>>' reads '>  '), and a control token gets a space
+    after its '<' ('< |im_start|>'), so it stays readable but is plain text to the tokenizer. HTML tags are spaced
+    too ('< b>'): the model reads the same words."""
+    text = _DELIMITER.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 1), text)
+    return _CONTROL_TOKEN.sub("< ", text)
 
 
 def build_messages(question: str, sources: Sequence[Source],
