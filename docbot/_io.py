@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file", "jsonl_rows"]
@@ -44,14 +44,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) for each non-blank JSONL line; a line that is not JSON gives its
-    `json.JSONDecodeError` as the value, so each reader reports it as file:line in its own way."""
-    for no, line in enumerate(lines, start=1):
+def jsonl_rows(data: bytes) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file's bytes; a line that is not UTF-8 JSON
+    gives its `ValueError` (`UnicodeDecodeError` or `json.JSONDecodeError`) as the value, so each reader reports it
+    as file:line in its own way. Lines are split as bytes: `str.splitlines` would also end a line inside a string
+    at U+2028 or U+0085, which `json.dumps(ensure_ascii=False)` writes as they are."""
+    for no, line in enumerate(data.splitlines(), start=1):
         if line.strip():
             try:
-                yield no, json.loads(line)
-            except json.JSONDecodeError as exc:
+                yield no, json.loads(line.decode("utf-8"))
+            except ValueError as exc:
                 yield no, exc
 
 

@@ -92,11 +92,14 @@ def validate_jsonl(path: str | Path, fmt: str | None = None) -> list[str]:
         raw = path.read_bytes()
     except OSError as exc:
         return [f"{path}: cannot be read ({exc.strerror or exc})"]
-    if raw.startswith(b"\xef\xbb\xbf"):
+    if raw.startswith(b"\xef\xbb\xbf"):  # the trainer reads UTF-8 without one and refuses line 1
         problems.append(f"{path}:1: starts with a UTF-8 byte order mark; save the file without it")
         raw = raw[3:]
-    lines = raw.decode("utf-8", errors="replace").splitlines()
-    for no, row in jsonl_rows(lines):
+    for no, row in jsonl_rows(raw):
+        if isinstance(row, UnicodeDecodeError):
+            problems.append(f"{path}:{no}: not UTF-8 text ({row.reason} at byte {row.start + 1} of the line); "
+                            f"save the file as UTF-8")
+            continue
         if isinstance(row, json.JSONDecodeError):
             problems.append(f"{path}:{no}: not valid JSON ({row.msg} at column {row.colno})")
             continue
@@ -108,7 +111,7 @@ def validate_jsonl(path: str | Path, fmt: str | None = None) -> list[str]:
             problems.append(f"{path}:{no}: keys {sorted(row)} match no format ({_describe_formats()})")
             continue
         problems += [f"{path}:{no}: {p}" for p in _row_problems(row, row_fmt)]
-    if not any(line.strip() for line in lines):
+    if not raw.strip():
         problems.append(f"{path}: no examples")
     return problems
 

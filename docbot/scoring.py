@@ -40,15 +40,13 @@ def load_questions(path: str | Path) -> list[GoldQuestion]:
     """Questions from a JSONL file (a UTF-8 byte order mark is allowed); a bad line is an error naming file:line."""
     questions = []
     try:
-        fh = open(path, encoding="utf-8-sig")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise DocbotError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    with fh:
-        try:
-            lines = list(fh)
-        except UnicodeDecodeError as exc:
-            raise DocbotError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    for no, row in jsonl_rows(lines):
+    for no, row in jsonl_rows(data.removeprefix(b"\xef\xbb\xbf")):
+        if isinstance(row, UnicodeDecodeError):
+            raise DocbotError(f"{path}:{no}: not a question line (not UTF-8 text: {row.reason} at byte "
+                              f"{row.start + 1}); save the file as UTF-8") from row
         if isinstance(row, json.JSONDecodeError):
             raise DocbotError(f"{path}:{no}: not a question line (invalid JSON: {row})") from row
         problem = _row_problem(row)
