@@ -36,12 +36,21 @@ Ask a question about the current domain's documents, or type a command:
   reset                     forget the conversation so far (follow-up questions use the last turns)
   quit, exit                leave (Ctrl-D too); Ctrl-C stops an answer"""
 
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.|[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b."
+                      r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def clean(text: str) -> str:
-    """Strip terminal escape sequences and control characters: documents and models must not drive the terminal."""
+    """Strip terminal escape sequences and control characters (C1 too: U+009B is a one-character escape to some
+    terminals): documents and models must not drive the terminal."""
     return _ESCAPES.sub("", text)
+
+
+class CleanFormatter(logging.Formatter):
+    """Log lines cleaned like answers: a skipped file's name is a document's words too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return clean(super().format(record))
 
 
 def print_error(text: str, err=sys.stderr) -> None:
@@ -246,7 +255,7 @@ def _setup_logging() -> None:
 
     hf_logging.disable_progress_bar()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(CleanFormatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("docbot")
     logger.addHandler(handler)
     logger.propagate = False
