@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, fields
 
@@ -54,8 +55,8 @@ class Config:
                     value = tuple(value)
                     object.__setattr__(self, f.name, value)
                 ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-            elif hints[f.name] is float:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif hints[f.name] is float:  # NaN and infinity slip past every range check, so they are refused here
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             elif hints[f.name] is int:
                 ok = isinstance(value, int) and not isinstance(value, bool)
             else:
@@ -107,4 +108,6 @@ def load_config(**overrides: object) -> Config:
 
 
 def _type_name(tp: object) -> str:
+    if tp is float:
+        return "a finite number"
     return "a tuple of strings" if tp == tuple[str, ...] else f"a {getattr(tp, '__name__', tp)}"

@@ -289,7 +289,7 @@ class DomainIndex:
     def _skip(self, report: SyncReport, source: str, path: Path, reason: str,
               stored: dict[str, _StoredFile]) -> None:
         """Report an unreadable file; chunks from an earlier readable version go, as they no longer match it."""
-        log.warning("skipped %s: %s", path, reason)
+        log.warning("skipped %s: %s", str(path).replace("\n", "\\n"), reason)  # one line, whatever the name
         report.skipped.append((source, reason))
         if source in stored:
             self._delete_ids(stored.pop(source).ids)

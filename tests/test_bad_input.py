@@ -243,6 +243,8 @@ def test_jsonl_lines_that_are_not_utf8_are_named_and_u2028_is_no_line_break(tmp_
     data.write_bytes(CHAT_ROW.encode() + b'\n{"messages": "caf\xe9"}\n' + CHAT_ROW.encode() + b"\n")
     assert validate_jsonl(data) == [
         f"{data}:2: not UTF-8 text (invalid continuation byte at byte 18 of the line); save the file as UTF-8"]
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(data))}:2: not UTF-8 text \(invalid continuation"):
+        read_chat_jsonl(data)
     questions = tmp_path / "questions.jsonl"
     questions.write_bytes(b'{"question": "Where\xe2\x80\xa8now?"}\n{"question": "caf\xe9?"}\n')
     with pytest.raises(DocbotError, match=r"questions\.jsonl:2: not a question line \(not UTF-8 text: .*UTF-8$"):
@@ -284,13 +286,14 @@ def test_a_byte_order_mark_is_refused_by_the_trainer_and_so_flagged_by_the_valid
     ("chunk_size", 0, "chunk_size must be > 0"),
     ("max_new_tokens", -5, "max_new_tokens must be > 0"),
     ("relevance_threshold", 1.5, "relevance_threshold is a cosine similarity in [-1, 1]"),
-    ("relevance_threshold", float("nan"), "relevance_threshold is a cosine similarity"),
+    ("relevance_threshold", float("nan"), "relevance_threshold must be a finite number, got float nan"),
     ("lora_dropout", 1.0, "lora_dropout must be in [0, 1)"),
     ("lora_target_modules", ("q_proj", 3), "lora_target_modules must be a tuple of strings"),
     ("provider", "gpt", "provider must be 'auto', 'transformers' or 'ollama'"),
     ("history_turns", -1, "history_turns must be >= 0"),
-    pytest.param("learning_rate", float("nan"), "learning_rate", marks=pytest.mark.xfail(
-        strict=True, reason="config.py accepts NaN and inf for learning_rate and lock_timeout (reported)")),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number"),
+    ("lock_timeout", float("inf"), "lock_timeout must be a finite number"),
+    ("chroma_port", 70000, "chroma_port must be a port number"),
 ])
 def test_config_values_of_the_wrong_type_or_out_of_range_are_refused(name, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
