@@ -2,9 +2,10 @@
 
     python tests/index_worker.py index DOCS_DIR INDEX_DIR DOMAIN [LOCK_TIMEOUT]
     python tests/index_worker.py query INDEX_DIR DOMAIN SECONDS
+    python tests/index_worker.py churn DOCS_DIR INDEX_DIR DOMAIN SECONDS   (edit two files and re-load, repeatedly)
 
-Both print `ready` once the models are loaded (so a test can time a kill to land during the work itself), then
-one JSON line with what they did. The store is the embedded one in INDEX_DIR unless $CHROMA_HOST names a server.
+Each prints `ready` once its models are loaded, starts on a `go` line on stdin (so that a test can time a kill to
+land during the work itself, or start several at once), and ends with one JSON line saying what it did. The store is the embedded one in INDEX_DIR unless $CHROMA_HOST names a server.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ QUESTIONS = ["What is the dose?", "Who leads the team?", "Where is the store roo
 def index(docs: str, index_dir: str, domain: str, lock_timeout: float = 30.0) -> dict:
     bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=lock_timeout)
     Embedder(bot.config.embedding_model).embed(["warm up"])
-    print("ready", flush=True)
+    _ready()
     start = time.perf_counter()
     report = bot.load_domain(domain, docs, progress=False)
     return {"seconds": time.perf_counter() - start, "chunks": report.chunks, "not_updated": report.not_updated,
@@ -41,7 +42,7 @@ def query(index_dir: str, domain: str, seconds: float) -> dict:
     """Ask retrieval questions for `seconds`, reopening the domain now and then to see other processes' writes."""
     bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=0.0)
     Embedder(bot.config.embedding_model).embed(["warm up"])
-    print("ready", flush=True)
+    _ready()
     latencies, errors = [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -57,30 +58,65 @@ def query(index_dir: str, domain: str, seconds: float) -> dict:
     return {"queries": len(latencies), "latencies": latencies, "errors": errors}
 
 
+def churn(docs: str, index_dir: str, domain: str, seconds: float) -> dict:
+    """Keep a domain changing: edit two files and load it again, for `seconds` (a teammate at work)."""
+    bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=600)
+    Embedder(bot.config.embedding_model).embed(["warm up"])
+    _ready()
+    files = sorted(Path(docs).glob("*.txt"))
+    loads, errors, end = 0, [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        for path in files[loads % len(files):][:2]:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(f"Revision {loads} adds this sentence.\n")
+        try:
+            bot.load_domain(domain, docs, progress=False)
+        except Exception as exc:  # noqa: BLE001 (counted: the load test's goal is zero)
+            errors.append(f"{type(exc).__name__}: {exc}")
+        loads += 1
+    return {"loads": loads, "errors": errors}
+
+
+def _ready() -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
 def _main() -> None:
     kind, *args = sys.argv[1:]
     if kind == "index":
         result = index(args[0], args[1], args[2], *(float(a) for a in args[3:]))
+    elif kind == "churn":
+        result = churn(args[0], args[1], args[2], float(args[3]))
     else:
         result = query(args[0], args[1], float(args[2]))
     print(json.dumps(result), flush=True)
 
 
 
-def start(kind: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """Start a worker and wait until it has loaded its models (its first line, `ready`)."""
-    proc = subprocess.Popen([sys.executable, __file__, kind, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+def start(kind: str, *args: str, env: dict | None = None, hold: bool = False) -> subprocess.Popen:
+    """Start a worker and wait until it has loaded its models; it goes on at once, or at `go()` with `hold`."""
+    proc = subprocess.Popen([sys.executable, __file__, kind, *map(str, args)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()
         raise RuntimeError(f"worker did not start: {line}{proc.stderr.read()[-3000:]}")
+    if not hold:
+        go(proc)
     return proc
+
+
+def go(*procs: subprocess.Popen) -> None:
+    """Let held workers start their work, all at once."""
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
     """The worker's JSON result once it exits; its stderr if it failed."""
-    out, err = proc.communicate(timeout=timeout)
+    out, err = proc.communicate(timeout=timeout)  # (closes stdin too)
     if proc.returncode != 0:
         raise RuntimeError(f"worker exited {proc.returncode}: {err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])

@@ -101,17 +101,19 @@ def test_two_processes_index_one_store_at_once_while_a_third_reads(corpus, tmp_p
     docs, reference, _ = corpus
     index_dir = tmp_path / "index"
     env = {k: v for k, v in os.environ.items() if k != "CHROMA_HOST"}
-    first = index_worker.start("index", docs, index_dir, "corpus", 600, env=env)
-    second = index_worker.start("index", docs, index_dir, "corpus", 600, env=env)
+    first = index_worker.start("index", docs, index_dir, "corpus", 600, env=env, hold=True)
+    second = index_worker.start("index", docs, index_dir, "corpus", 600, env=env, hold=True)
+    index_worker.go(first, second)
     results = [index_worker.finish(p) for p in (first, second)]
     # one of them embedded everything; the other waited for it and then found nothing left to do
     assert sorted(r["chunks"] for r in results) == [320, 320] and all(not r["not_updated"] for r in results)
     state = index_worker.store_state(index_dir, "corpus")
     assert {i: s[:2] for i, s in state.items()} == {i: s[:2] for i, s in reference.items()}
-    # a reader asks questions all through another writer's start-up and indexing, and never sees an error
-    reader = index_worker.start("query", index_dir, "corpus", 15, env=env)
+    # a reader asks questions all through another process's indexing, and never sees an error
+    reader = index_worker.start("query", index_dir, "corpus", 10, env=env, hold=True)
     writer = index_worker.start("index", write_corpus(tmp_path / "more", files=20, seed=1), index_dir, "more",
-                                600, env=env)
+                                600, env=env, hold=True)
+    index_worker.go(reader, writer)
     assert index_worker.finish(writer)["chunks"] == 160
     read = index_worker.finish(reader)
     assert read["queries"] > 20 and read["errors"] == [], json.dumps(read["errors"][:3])

@@ -104,8 +104,9 @@ def test_several_processes_index_and_query_one_server_at_once(on_server, corpus,
     facts = write_facts_domain(tmp_path / "Documents" / "Velmora")
     ConfigurableDocBot(provider="transformers", models_dir=str(models_dir)).load_domain("velmora", facts,
                                                                                       progress=False)
-    reader = index_worker.start("query", tmp_path / "unused", "velmora", 30)
-    writers = [index_worker.start("index", docs, tmp_path / "unused", "corpus", 600) for _ in range(2)]
+    reader = index_worker.start("query", tmp_path / "unused", "velmora", 15, hold=True)
+    writers = [index_worker.start("index", docs, tmp_path / "unused", "corpus", 600, hold=True) for _ in range(2)]
+    index_worker.go(reader, *writers)
     results = [index_worker.finish(w) for w in writers]
     read = index_worker.finish(reader)
     assert [r["chunks"] for r in results] == [320, 320] and all(not r["not_updated"] for r in results)
