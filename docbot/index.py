@@ -28,7 +28,7 @@ from .store import Store
 __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "normalize_domain"]
 
 log = logging.getLogger("docbot")
-_EMBED_GROUP = 256  # chunks embedded per call: big enough to batch well, small enough to save progress often
+_EMBED_GROUP = 64  # chunks embedded per call: batches well on a CPU, and progress is saved every second or two
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, write_facts_domain
+from conftest import REPO, write_corpus, write_facts_domain
 
 
 @pytest.mark.slow
@@ -52,19 +52,24 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tmp_path, models_dir):
-    """In a real terminal (a pty), as a user presses Ctrl-C while the answer streams."""
+def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, models_dir):
+    """In a real terminal (a pty), as a user presses Ctrl-C while the answer streams, then while a domain loads."""
+    import fcntl
     import pty
     import select
+    import struct
+    import termios
     import time
 
     write_facts_domain(tmp_path / "Documents" / "Velmora")
+    corpus = write_corpus(tmp_path / "corpus", files=40)
     (tmp_path / "models").symlink_to(models_dir)
     pid, fd = pty.fork()
     if pid == 0:  # the child: the chatbot
         os.chdir(tmp_path)
         os.environ["DOCBOT_HISTORY"] = str(tmp_path / "history")
         os.execv(sys.executable, [sys.executable, str(REPO / "rag_chat.py"), "--provider", "transformers"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 0 x 0 terminal hides progress bars
     seen = b""
 
     def wait_for(token: bytes, timeout: float = 120) -> bool:
@@ -93,8 +98,15 @@ def test_ctrl_c_stops_an_answer_and_returns_to_the_prompt(tmp_path, models_dir):
         assert wait_for(b"velmora> ", 30)  # back at the prompt, the session goes on
         os.write(fd, b"domains\n")
         assert wait_for(b"* velmora", 30)
+        os.write(fd, f"switch corpus {corpus}\n".encode())
+        assert wait_for(b"Indexing corpus", 60), seen[-3000:]
+        os.write(fd, b"\x03")
+        assert wait_for(b"indexing interrupted", 30), seen
+        assert wait_for(b"velmora> ", 30)  # still on the domain it was on
         os.write(fd, b"quit\n")
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 0
+        history = (tmp_path / "history").read_text()
+        assert "at length." in history and "domains" in history and "switch corpus" in history
     finally:
         os.close(fd)
