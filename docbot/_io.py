@@ -6,9 +6,10 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file", "jsonl_rows"]
+__all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file", "jsonl_rows", "folder_lock"]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -26,6 +27,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `<folder>/.docbot.lock` (an `flock`, released by the kernel if the process dies): one process at a time
+    picks a new file name in the folder and writes it, so two of them never choose the same one."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".docbot.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ._io import jsonl_rows, sha256_file, write_bytes_atomic, write_json_atomic
+from ._io import folder_lock, jsonl_rows, sha256_file, write_bytes_atomic, write_json_atomic
 from .config import Config
 from .errors import DocbotError
 from .index import StoredChunk
@@ -184,35 +184,37 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
                               name == "validation", rng)
     splits = _cap(splits, max_examples, rng)
 
-    stamp = _free_stamp(Path(config.data_dir), domain)
     out = Path(config.data_dir)
-    paths: dict[str, str] = {}
-    for fmt in formats:
-        for name, split in splits.items():
-            path = out / f"{fmt}_data_{stamp}_{name}.jsonl"
-            rows = (json.dumps(to_row(r, fmt, _order(r, rng)), ensure_ascii=False) for r in split)
-            write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8") if split else b"")
-            paths[f"{fmt}_{name}"] = str(path)
-    card = {
-        "schema_version": 1, "domain": domain, "stamp": stamp,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "generator": {"requested": generator, "kept": dict(kept), "seconds": round(time.monotonic() - started, 2)},
-        "counts": {fmt: {name: len(split) for name, split in splits.items()} for fmt in formats},
-        "raft_examples": {name: sum(r.raft for r in split) for name, split in splits.items()},
-        "sources": [{"file": s, "sha256": h, "split": "validation" if s in validation_docs else "train"}
-                    for s, h in sorted({(c.source, c.file_hash) for c in chunks})],
-        "files": {Path(p).name: sha256_file(Path(p)) for p in paths.values()},
-        "config": {k: v for k, v in asdict(config).items() if k in ("chunk_size", "chunk_overlap", "embedding_model")}
-        | {"max_examples": max_examples, "seed": seed, "formats": list(formats)},
-        "held_out_paraphrases": [{"question": r.paraphrase, "answer": r.answer, "source": r.source, "page": r.page}
-                                 for r in splits["train"] if r.paraphrase and not r.raft],
-    }
-    card_path = out / f"dataset_card_{stamp}.json"
-    write_json_atomic(card_path, card)
-    bundle = out / f"bundle_{stamp}.zip"
-    _write_bundle(bundle, {f"{role.split('_')[0]}_data_{role.split('_')[1]}.jsonl": Path(p)
-                           for role, p in paths.items()} | {"dataset_card.json": card_path})
-    return {**paths, "card": str(card_path), "bundle": str(bundle)}
+    with folder_lock(out):  # a second process writing a dataset in the same second gets the next stamp
+        stamp = _free_stamp(out, domain)
+        paths: dict[str, str] = {}
+        for fmt in formats:
+            for name, split in splits.items():
+                path = out / f"{fmt}_data_{stamp}_{name}.jsonl"
+                rows = (json.dumps(to_row(r, fmt, _order(r, rng)), ensure_ascii=False) for r in split)
+                write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8") if split else b"")
+                paths[f"{fmt}_{name}"] = str(path)
+        card = {
+            "schema_version": 1, "domain": domain, "stamp": stamp,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "generator": {"requested": generator, "kept": dict(kept), "seconds": round(time.monotonic() - started, 2)},
+            "counts": {fmt: {name: len(split) for name, split in splits.items()} for fmt in formats},
+            "raft_examples": {name: sum(r.raft for r in split) for name, split in splits.items()},
+            "sources": [{"file": s, "sha256": h, "split": "validation" if s in validation_docs else "train"}
+                        for s, h in sorted({(c.source, c.file_hash) for c in chunks})],
+            "files": {Path(p).name: sha256_file(Path(p)) for p in paths.values()},
+            "config": {k: v for k, v in asdict(config).items()
+                       if k in ("chunk_size", "chunk_overlap", "embedding_model")}
+            | {"max_examples": max_examples, "seed": seed, "formats": list(formats)},
+            "held_out_paraphrases": [{"question": r.paraphrase, "answer": r.answer, "source": r.source, "page": r.page}
+                                     for r in splits["train"] if r.paraphrase and not r.raft],
+        }
+        card_path = out / f"dataset_card_{stamp}.json"
+        write_json_atomic(card_path, card)
+        bundle = out / f"bundle_{stamp}.zip"
+        _write_bundle(bundle, {f"{role.split('_')[0]}_data_{role.split('_')[1]}.jsonl": Path(p)
+                               for role, p in paths.items()} | {"dataset_card.json": card_path})
+        return {**paths, "card": str(card_path), "bundle": str(bundle)}
 
 
 def _validation_sources(sources: list[str], rng: random.Random) -> set[str]:

@@ -1,11 +1,12 @@
-"""A docbot process for crash, lock and load tests: `index` a domain or `query` it, as a user's process would.
+"""A docbot process for crash, lock and load tests: index, query or churn a domain, as a user's process would.
 
     python tests/index_worker.py index DOCS_DIR INDEX_DIR DOMAIN [LOCK_TIMEOUT]
     python tests/index_worker.py query INDEX_DIR DOMAIN SECONDS
-    python tests/index_worker.py churn DOCS_DIR INDEX_DIR DOMAIN SECONDS   (edit two files and re-load, repeatedly)
+    python tests/index_worker.py churn DOCS_DIR INDEX_DIR DOMAIN SECONDS   (edit 2 files and re-load, repeatedly)
 
 Each prints `ready` once its models are loaded, starts on a `go` line on stdin (so that a test can time a kill to
-land during the work itself, or start several at once), and ends with one JSON line saying what it did. The store is the embedded one in INDEX_DIR unless $CHROMA_HOST names a server.
+land during the work itself, or start several at once), and ends with one JSON line saying what it did. The
+store is the embedded one in INDEX_DIR unless $CHROMA_HOST names a server.
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from docbot import ConfigurableDocBot, DocbotError
+from docbot._io import sha256_file
 from docbot.datasets import validate_jsonl
 from docbot.qa_generation import grounded, parse_llm_json
 
@@ -103,6 +105,27 @@ def test_a_second_run_writes_new_files_and_leaves_the_first_untouched(prepared):
     assert set(second.values()).isdisjoint(v for k, v in first.items() if k != "colab_notebook")
     assert before == {k: open(v, "rb").read() for k, v in first.items() if k != "colab_notebook"}
     assert second["colab_notebook"] == first["colab_notebook"]  # the guide's path always holds the latest
+
+
+def test_two_runs_at_the_same_moment_get_their_own_stamps(facts_bot, tmp_path, monkeypatch):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from docbot import datasets
+
+    def slow_free_stamp(folder, domain):  # widen the race: a stamp is chosen, then its files take a while
+        stamp = free_stamp(folder, domain)
+        time.sleep(0.5)
+        return stamp
+
+    free_stamp = datasets._free_stamp
+    monkeypatch.setattr(datasets, "_free_stamp", slow_free_stamp)
+    bots = [bot_writing_to(facts_bot, tmp_path / "data") for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        runs = list(pool.map(lambda b: b.prepare_fine_tuning_data(formats=("qa",), progress=False), bots))
+    assert len({r["card"] for r in runs}) == 3
+    assert all(json.loads(open(r["card"]).read())["files"] == {
+        Path(p).name: sha256_file(Path(p)) for k, p in r.items() if k.startswith("qa_")} for r in runs)
 
 
 def test_bad_user_pairs_are_refused_naming_index_and_field(facts_bot, tmp_path):
