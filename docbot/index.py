@@ -22,7 +22,7 @@ from ._io import sha256_file
 from .chunking import Chunk, chunk_pages
 from .documents import discover, read_pages
 from .embeddings import Embedder
-from .errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError
+from .errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, StoreError
 from .store import Store
 
 __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "normalize_domain"]
@@ -132,7 +132,7 @@ class DomainIndex:
                       if c.name.startswith("docbot-"))
 
     def count(self) -> int:
-        return self._collection.count()
+        return self._read("count")
 
     def sync(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool = True) -> SyncReport:
         """Make the collection match the folder: embed new and changed files, drop chunks of removed ones.
@@ -166,7 +166,7 @@ class DomainIndex:
         n = min(n, self.count())
         if n == 0:
             return []
-        res = self._collection.query(query_embeddings=[embedding], n_results=n,
+        res = self._read("query", query_embeddings=[embedding], n_results=n,
                                      include=["documents", "metadatas", "distances"])
         return [Hit(i, d, m["source"], m.get("page"), 1.0 - dist)
                 for i, d, m, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
@@ -176,7 +176,7 @@ class DomainIndex:
         """Chunks by id, with their similarity to the query (for hits found by keyword search)."""
         if not ids:
             return []
-        res = self._collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        res = self._read("get", ids=ids, include=["documents", "metadatas", "embeddings"])
         sims = np.asarray(res["embeddings"], dtype=np.float32) @ query_embedding
         by_id = {i: Hit(i, d, m["source"], m.get("page"), float(s))
                  for i, d, m, s in zip(res["ids"], res["documents"], res["metadatas"], sims)}
@@ -184,12 +184,26 @@ class DomainIndex:
 
     def all_chunks(self) -> list[StoredChunk]:
         """Every chunk with its file's content hash, in document order (file, page, position)."""
-        res = self._collection.get(include=["documents", "metadatas"])
+        res = self._read("get", include=["documents", "metadatas"])
         chunks = [StoredChunk(i, d, m["source"], m.get("page"), m["chunk_no"], m["file_hash"])
                   for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])]
         return sorted(chunks, key=lambda c: (c.source, c.page or 0, c.chunk_no))
 
     # -- internals ----------------------------------------------------------------------------------------------
+
+    def _read(self, method: str, **kwargs):
+        """A read of the collection, reopened by name if another process rebuilt it (`reindex`) meanwhile."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            return getattr(self._collection, method)(**kwargs)
+        except NotFoundError:
+            try:
+                self._collection = self._store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
+            except NotFoundError:
+                raise StoreError(f"domain '{self.domain}' is being rebuilt by another process (reindex); "
+                                 f"ask again in a moment") from None
+            return getattr(self._collection, method)(**kwargs)
 
     def _check(self, root: Path, files: list[Path], chunking: str) -> tuple[SyncReport, bool]:
         """What is already indexed as the folder has it, and whether that is everything (nothing to write)."""
@@ -259,7 +273,7 @@ class DomainIndex:
         return report
 
     def _stored_files(self) -> dict[str, _StoredFile]:
-        res = self._collection.get(include=["metadatas"])
+        res = self._read("get", include=["metadatas"])
         files: dict[str, _StoredFile] = defaultdict(_StoredFile)
         for chunk_id, meta in zip(res["ids"], res["metadatas"]):
             entry = files[meta["source"]]

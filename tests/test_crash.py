@@ -96,6 +96,17 @@ def test_second_writer_names_the_holder_readers_go_on_and_a_killed_holder_frees_
     assert f"stale write lock of process {holder.pid}" in caplog.text
 
 
+def test_a_reader_goes_on_after_someone_else_rebuilds_the_domain(tmp_path, models_dir):
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    reader, rebuilder = (ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                                            index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
+                         for _ in range(2))
+    reader.load_domain("velmora", progress=False)
+    rebuilder.load_domain("velmora", progress=False)
+    assert len(rebuilder.reindex(progress=False).added) == 3  # drops the collection the reader had open
+    assert reader.retrieve("Quorvane dose")[0].file == "handbook.pdf"
+
+
 @pytest.mark.slow
 def test_two_processes_index_one_store_at_once_while_a_third_reads(corpus, tmp_path, embedder):
     docs, reference, _ = corpus
