@@ -105,9 +105,10 @@ class DomainIndex:
         self.lock_timeout = lock_timeout  # seconds a write waits for another process's write to finish
         self._store = store
         try:  # opening an existing domain is a read: it must not wait for a writer
-            self._collection = store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
+            with store.connection():
+                self._collection = store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
         except NotFoundError:
-            with store.writer(self.domain, lock_timeout):
+            with store.connection(), store.writer(self.domain, lock_timeout):
                 self._collection = store.client.get_or_create_collection(
                     f"docbot-{self.domain}",
                     configuration={"hnsw": {"space": "cosine"}},
@@ -147,7 +148,7 @@ class DomainIndex:
         if current:
             return report
         try:
-            with self._store.writer(self.domain, self.lock_timeout) as renew:
+            with self._store.connection(), self._store.writer(self.domain, self.lock_timeout) as renew:
                 return self._update(root, chunk_size, chunk_overlap, progress, renew)
         except IndexBusyError as exc:
             if self.count() == 0:
@@ -196,7 +197,8 @@ class DomainIndex:
         from chromadb.errors import NotFoundError
 
         try:
-            return getattr(self._collection, method)(**kwargs)
+            with self._store.connection():
+                return getattr(self._collection, method)(**kwargs)
         except NotFoundError:
             try:
                 self._collection = self._store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)

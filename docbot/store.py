@@ -40,6 +40,17 @@ class Store:
     index_dir: Path | None = None  # set for the embedded store; None on a server
 
     @contextmanager
+    def connection(self):
+        """A server that stops answering mid-session becomes one `StoreError` line, not a stack trace."""
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise StoreError(f"lost the connection to the {self.where} ({exc}); check that it is running, "
+                             f"then try again") from None
+
+    @contextmanager
     def writer(self, domain: str, timeout: float):
         """Hold the write lease of `domain` (embedded: of the whole store) for the `with` block; waits at most
         `timeout` seconds for another writer, then raises `IndexBusyError` naming it. Yields a `renew()`."""
@@ -157,6 +168,7 @@ class _ServerLease:
 
     def __init__(self, client, domain: str) -> None:
         self.domain, self.owner = domain, uuid.uuid4().hex
+        self._me = {**_holder(), "domain": domain, "owner": self.owner}  # "since" stays the time it was taken
         self._leases = client.get_or_create_collection(_LEASES, embedding_function=None)
         self._id, self._n = "", -1
 
@@ -194,7 +206,7 @@ class _ServerLease:
             self._leases.update(ids=[self._id], metadatas=[{**current[1], "expires": 0.0}])
 
     def _record(self, n: int) -> dict:
-        return {**_holder(), "domain": self.domain, "owner": self.owner, "n": n, "expires": time.time() + LEASE_TTL}
+        return {**self._me, "n": n, "expires": time.time() + LEASE_TTL}
 
     def _current(self) -> tuple[str, dict] | None:
         res = self._leases.get(where={"domain": self.domain}, include=["metadatas"])

@@ -78,6 +78,18 @@ def test_missing_or_wrong_token_is_one_clear_line_that_never_shows_a_token(serve
         open_store(tmp_path)
 
 
+def test_a_server_that_stops_answering_mid_session_is_one_clear_error(tmp_path, monkeypatch, models_dir):
+    with ChromaServer(tmp_path / "server") as own:
+        monkeypatch.setenv("CHROMA_HOST", "127.0.0.1")
+        monkeypatch.setenv("CHROMA_PORT", str(own.port))
+        monkeypatch.setenv("CHROMA_TOKEN", own.token)
+        bot = ConfigurableDocBot(provider="transformers", models_dir=str(models_dir))
+        bot.load_domain("velmora", write_facts_domain(tmp_path / "Velmora"), progress=False)
+        assert bot.retrieve("Quorvane dose")[0].file == "handbook.pdf"
+    with pytest.raises(StoreError, match=rf"lost the connection to the Chroma server http://127.0.0.1:{own.port} "):
+        bot.retrieve("Quorvane dose")
+
+
 def test_a_domain_lease_names_its_holder_and_lapses_when_not_renewed(on_server, monkeypatch, caplog):
     store = open_store("unused")
     holder = store.writer("leased", 0)
