@@ -15,6 +15,7 @@ from docbot.retrieval import rrf_fuse
 def test_answers_contain_the_fact_and_cite_its_file_and_page(facts_bot):
     correct = 0
     for question, fact, file, page in FACTS:
+        facts_bot.reset()  # each question on its own, whatever the session's earlier tests asked
         answer = facts_bot.ask(question)
         correct += fact.lower() in str(answer).lower()
         assert (file, page) in [(s.file, s.page) for s in answer.sources], (question, answer.sources)
