@@ -28,7 +28,9 @@ from .store import Store
 __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "normalize_domain"]
 
 log = logging.getLogger("docbot")
-_EMBED_GROUP = 64  # chunks embedded per call: batches well on a CPU, and progress is saved every second or two
+# chunks per embedding call, written as soon as embedded: 10% faster than 64 on 2 cores, and a crash or Ctrl-C loses
+# at most one call's work (about 8 s there)
+_EMBED_GROUP = 256
 
 
 @dataclass(frozen=True)
