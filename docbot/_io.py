@@ -31,8 +31,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold `<folder>/.docbot.lock` (an `flock`, released by the kernel if the process dies): one process at a time
-    picks a new file name in the folder and writes it, so two of them never choose the same one."""
+    """Hold `<folder>/.docbot.lock` (an `flock`, released by the kernel if the process dies) for a short step that
+    two processes must not take at once: choosing a new file name there and writing it, or creating a new store."""
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._io import folder_lock
 from .errors import ConfigError, IndexBusyError, StoreError
 
 __all__ = ["Store", "open_store", "TOKEN_ENV"]
@@ -69,8 +70,8 @@ def open_store(index_dir: str | Path, host: str = "", port: int = 0, ssl: bool =
 
     host = host or os.environ.get("CHROMA_HOST", "")
     if not host:
-        Path(index_dir).mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(path=str(index_dir), settings=Settings(anonymized_telemetry=False))
+        with folder_lock(Path(index_dir)):  # two processes creating one new store would both set up its tables
+            client = chromadb.PersistentClient(path=str(index_dir), settings=Settings(anonymized_telemetry=False))
         return Store(client, f"index folder {index_dir}", Path(index_dir))
     port = port or _env_port()
     ssl = ssl or os.environ.get("CHROMA_SSL", "").lower() in ("1", "true", "yes")

@@ -53,6 +53,21 @@ def test_atomic_writes_killed_midway_leave_old_or_new_bytes(tmp_path):
         assert target.read_bytes() in (old, new)
 
 
+def test_processes_opening_one_new_index_folder_at_once_all_succeed(tmp_path):
+    code = (f"import sys; sys.path.insert(0, {str(index_worker.REPO)!r})\n"
+            "from docbot.store import open_store\n"
+            "print('ready', flush=True); sys.stdin.readline()\n"
+            "open_store(sys.argv[1]).client.heartbeat()\n")
+    for attempt in range(3):  # a race: a few tries, each on a new folder, make a regression show
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"index{attempt}")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        assert all(p.stdout.readline().strip() == "ready" for p in procs)
+        index_worker.go(*procs)  # all of them create the store's tables at the same moment
+        outcomes = [(p.wait(60), p.stderr.read()[-300:]) for p in procs]
+        assert [rc for rc, _ in outcomes] == [0] * 6, outcomes
+
+
 def _hold_write_lease(index_dir, domain: str) -> subprocess.Popen:
     """Another process that takes the store's write lease and keeps it until it is killed."""
     code = (f"import sys, time; sys.path.insert(0, {str(index_worker.REPO)!r})\n"
