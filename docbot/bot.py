@@ -16,7 +16,7 @@ from .config import Config, load_config
 from .datasets import FORMATS, prepare_dataset
 from .embeddings import Embedder
 from .errors import DocbotError
-from .index import DomainIndex, SyncReport, drop_domain, normalize_domain
+from .index import DomainIndex, SyncReport, normalize_domain, rebuild_domain
 from .prompts import NOT_COVERED, build_messages
 from .providers import OllamaProvider, Provider, TransformersProvider, ollama_serves
 from .providers.transformers_local import load_model
@@ -83,12 +83,19 @@ class ConfigurableDocBot:
 
     switch_domain = load_domain
 
-    def reindex(self, progress: bool = True) -> SyncReport:
-        """Rebuild the current domain's index from scratch (e.g. after changing the embedding model)."""
-        domain, folder = self._require_domain(), self.documents_path
-        self._retriever = None
-        drop_domain(self._get_store(), domain, self.config.lock_timeout)
-        return self.load_domain(domain, folder, progress=progress)
+    def reindex(self, name: str | None = None, path: str | Path | None = None, progress: bool = True) -> SyncReport:
+        """Re-embed every file of a domain (the current one by default), e.g. after changing the embedding model,
+        and make it the current one. The new index replaces the old one only once complete, so questions are
+        answered from the old one meanwhile."""
+        if name is None or normalize_domain(name) == self.domain:
+            domain, folder = self._require_domain(), Path(path) if path is not None else self.documents_path
+        else:
+            domain = normalize_domain(name)
+            folder = Path(path) if path is not None else self._default_folder(name)
+        report = rebuild_domain(self._get_store(), domain, self._get_embedder(), folder, self.config.chunk_size,
+                                self.config.chunk_overlap, self.config.lock_timeout, progress)
+        self.load_domain(domain, folder, progress=False)
+        return report
 
     def domains(self) -> list[str]:
         """Domains with a folder under the documents folder or an index in the store."""

@@ -25,7 +25,7 @@ from .embeddings import Embedder
 from .errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, StoreError
 from .store import Store
 
-__all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "drop_domain", "normalize_domain"]
+__all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "rebuild_domain", "normalize_domain"]
 
 log = logging.getLogger("docbot")
 # chunks per embedding call, written as soon as embedded: 10% faster than 64 on 2 cores, and a crash or Ctrl-C loses
@@ -88,51 +88,59 @@ def normalize_domain(name: str) -> str:
     return domain
 
 
-def drop_domain(store: Store, domain: str, lock_timeout: float) -> None:
-    """Delete a domain's collection, whatever model built it (the documents themselves are untouched)."""
-    name = f"docbot-{normalize_domain(domain)}"
-    with store.writer(normalize_domain(domain), lock_timeout):
-        if name in {c.name for c in store.client.list_collections()}:
-            store.client.delete_collection(name)
+def rebuild_domain(store: Store, domain: str, embedder: Embedder, root: Path, chunk_size: int,
+                   chunk_overlap: int, lock_timeout: float, progress: bool = True) -> SyncReport:
+    """Re-embed every file into a new collection, whatever model built the old one, and swap it in once complete:
+    until then readers keep answering from the old index, and an interrupted rebuild leaves it as it was."""
+    domain = normalize_domain(domain)
+    name = f"docbot-{domain}"
+    side = f"{name}.rebuild"  # a '.' cannot occur in a domain's own collection name
+    with store.connection(), store.writer(domain, lock_timeout) as renew:
+        client = store.client
+        if side in {c.name for c in client.list_collections()}:
+            client.delete_collection(side)  # left by an interrupted rebuild
+        index = DomainIndex(store, domain, embedder, lock_timeout, collection=_create(client, side, domain, embedder))
+        report = index._update(Path(root), chunk_size, chunk_overlap, progress, renew)
+        if name in {c.name for c in client.list_collections()}:
+            client.delete_collection(name)
+        index._collection.modify(name=name)
+    return report
+
+
+def _create(client, name: str, domain: str, embedder: Embedder):
+    """A cosine collection that records the embedding model that fills it."""
+    return client.get_or_create_collection(
+        name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
+        metadata={"domain": domain, "embedding_model": embedder.model_id, "embedding_dim": embedder.dimension})
 
 
 class DomainIndex:
     """The collection of one domain, opened with the embedder that must match the one it was built with."""
 
-    def __init__(self, store: Store, domain: str, embedder: Embedder, lock_timeout: float = 30.0) -> None:
+    def __init__(self, store: Store, domain: str, embedder: Embedder, lock_timeout: float = 30.0,
+                 collection=None) -> None:
         from chromadb.errors import NotFoundError
 
         self.domain = normalize_domain(domain)
         self.embedder = embedder
         self.lock_timeout = lock_timeout  # seconds a write waits for another process's write to finish
         self._store = store
-        try:  # opening an existing domain is a read: it must not wait for a writer
-            with store.connection():
-                self._collection = store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
-        except NotFoundError:
-            with store.connection(), store.writer(self.domain, lock_timeout):
-                self._collection = store.client.get_or_create_collection(
-                    f"docbot-{self.domain}",
-                    configuration={"hnsw": {"space": "cosine"}},
-                    metadata={"domain": self.domain, "embedding_model": embedder.model_id,
-                              "embedding_dim": embedder.dimension},
-                    embedding_function=None,
-                )
-        meta = self._collection.metadata or {}
-        built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
-        if built_with != (embedder.model_id, embedder.dimension):
-            raise IndexMismatchError(
-                f"the index of domain '{self.domain}' was built with embedding model {built_with[0]} "
-                f"({built_with[1]} dimensions) but docbot now uses {embedder.model_id} ({embedder.dimension}); "
-                f"set embedding_model back to {built_with[0]}, or rebuild the index with `reindex` "
-                f"(bot.reindex()), which re-embeds every file"
-            )
+        self._collection = collection  # given only by `rebuild_domain`, for the collection it fills
+        if collection is None:
+            try:  # opening an existing domain is a read: it must not wait for a writer
+                with store.connection():
+                    self._collection = store.client.get_collection(f"docbot-{self.domain}",
+                                                                   embedding_function=None)
+            except NotFoundError:
+                with store.connection(), store.writer(self.domain, lock_timeout):
+                    self._collection = _create(store.client, f"docbot-{self.domain}", self.domain, embedder)
+        self._check_model()
 
     @staticmethod
     def list_domains(client) -> list[str]:
         """Domains that have a collection in the store."""
         return sorted((c.metadata or {}).get("domain", c.name) for c in client.list_collections()
-                      if c.name.startswith("docbot-"))
+                      if c.name.startswith("docbot-") and "." not in c.name)
 
     def count(self) -> int:
         return self._read("count")
@@ -194,8 +202,19 @@ class DomainIndex:
 
     # -- internals ----------------------------------------------------------------------------------------------
 
+    def _check_model(self) -> None:
+        """The collection must have been built with this embedder, or its vectors mean nothing to the queries."""
+        meta = self._collection.metadata or {}
+        built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
+        if built_with != (self.embedder.model_id, self.embedder.dimension):
+            raise IndexMismatchError(
+                f"the index of domain '{self.domain}' was built with embedding model {built_with[0]} "
+                f"({built_with[1]} dimensions) but docbot now uses {self.embedder.model_id} "
+                f"({self.embedder.dimension}); set embedding_model back to {built_with[0]}, or rebuild the index "
+                f"with `reindex {self.domain}` (bot.reindex('{self.domain}')), which re-embeds every file")
+
     def _read(self, method: str, **kwargs):
-        """A read of the collection, reopened by name if another process rebuilt it (`reindex`) meanwhile."""
+        """A read of the collection, reopened by name if another process swapped in a rebuilt one (`reindex`)."""
         from chromadb.errors import NotFoundError
 
         try:
@@ -205,8 +224,9 @@ class DomainIndex:
             try:
                 self._collection = self._store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
             except NotFoundError:
-                raise StoreError(f"domain '{self.domain}' is being rebuilt by another process (reindex); "
-                                 f"ask again in a moment") from None
+                raise StoreError(f"domain '{self.domain}' was removed from the {self._store.where}; "
+                                 f"load it again") from None
+            self._check_model()
             return getattr(self._collection, method)(**kwargs)
 
     def _check(self, root: Path, files: list[Path], chunking: str) -> tuple[SyncReport, bool]:

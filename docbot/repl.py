@@ -25,7 +25,7 @@ Ask a question about the current domain's documents, or type a command:
   domains                   list domains
   sources                   excerpts of the last answer's sources
   model [PROVIDER] [MODEL]  show the model, or change it (provider: auto, transformers, ollama)
-  reindex                   rebuild the current domain's index from scratch
+  reindex [DOMAIN [PATH]]   re-embed every file of a domain (the current one by default)
   fine-tune                 write training data and the Colab notebook from the current domain
   train [STEPS]             train a LoRA adapter here on the newest data (STEPS caps the optimizer steps)
   models                    list fine-tuned versions (newest first)
@@ -146,8 +146,8 @@ class Repl:
             self.bot.set_model(provider, model)
         print(f"model: {self.bot.provider}", file=self.out)
 
-    def cmd_reindex(self, _: str) -> None:
-        self.say(str(self.bot.reindex()))
+    def cmd_reindex(self, rest: str) -> None:
+        self.say(str(self.bot.reindex(*rest.split(maxsplit=1))))
 
     def cmd_fine_tune(self, _: str) -> None:
         import json

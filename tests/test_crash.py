@@ -18,7 +18,7 @@ import pytest
 
 import index_worker
 from conftest import write_corpus, write_facts_domain
-from docbot import ConfigurableDocBot, IndexBusyError
+from docbot import ConfigurableDocBot, IndexBusyError, IndexMismatchError
 
 ROUNDS = 5  # benchmarks/crash.py runs 20
 
@@ -111,15 +111,35 @@ def test_second_writer_names_the_holder_readers_go_on_and_a_killed_holder_frees_
     assert f"stale write lock of process {holder.pid}" in caplog.text
 
 
-def test_a_reader_goes_on_after_someone_else_rebuilds_the_domain(tmp_path, models_dir):
+def test_a_rebuild_with_another_model_swaps_in_only_when_complete(tmp_path, models_dir, embedder, monkeypatch):
     write_facts_domain(tmp_path / "Documents" / "Velmora")
-    reader, rebuilder = (ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
-                                            index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
-                         for _ in range(2))
+    other = tmp_path / "minilm-copy"  # the same weights under another name: another embedding model to docbot
+    embedder._model.save(str(other))
+    dirs = {"documents_dir": str(tmp_path / "Documents"), "index_dir": str(tmp_path / "index"),
+            "models_dir": str(models_dir)}
+    reader = ConfigurableDocBot(provider="transformers", **dirs)
     reader.load_domain("velmora", progress=False)
-    rebuilder.load_domain("velmora", progress=False)
-    assert len(rebuilder.reindex(progress=False).added) == 3  # drops the collection the reader had open
+    switcher = ConfigurableDocBot(provider="transformers", embedding_model=str(other), **dirs)
+    with pytest.raises(IndexMismatchError, match=r"reindex velmora"):
+        switcher.load_domain("velmora", progress=False)
+
+    def interrupted(texts):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:  # Ctrl-C halfway through the rebuild: the old index stays as it was
+        patch.setattr(switcher._get_embedder(), "embed", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            switcher.reindex("velmora", progress=False)
     assert reader.retrieve("Quorvane dose")[0].file == "handbook.pdf"
+    assert reader.domains() == ["velmora"]
+
+    assert len(switcher.reindex("velmora", progress=False).added) == 3
+    assert switcher.domain == "velmora" and switcher.retrieve("Quorvane dose")[0].file == "handbook.pdf"
+    with pytest.raises(IndexMismatchError, match="minilm-copy"):  # the reader's model no longer fits the index
+        reader.retrieve("Quorvane dose")
+    same_model = ConfigurableDocBot(provider="transformers", embedding_model=str(other), **dirs)
+    same_model.load_domain("velmora", progress=False)
+    switcher.reindex(progress=False)  # rebuilt again with the same model: its readers just reopen it
+    assert same_model.retrieve("Quorvane dose")[0].file == "handbook.pdf"
 
 
 @pytest.mark.slow
