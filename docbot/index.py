@@ -71,6 +71,12 @@ class SyncReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     not_updated: str = ""  # why the index was read as it stands instead of synced (another writer, no folder)
 
+    def count_unchanged(self, entry: _StoredFile) -> None:
+        """A file found indexed as it is on disk: counted, not embedded again."""
+        self.unchanged += 1
+        self.pages += entry.pages
+        self.chunks += len(entry.ids)
+
     def __str__(self) -> str:
         if self.not_updated:
             return (f"{self.domain}: {self.chunks} chunks from {self.unchanged} files as indexed, not updated: "
@@ -168,17 +174,16 @@ class DomainIndex:
 
     def as_is(self, reason: str) -> SyncReport:
         """Open the domain as the store has it, without a folder to sync from (a teammate's shared index)."""
-        stored = self._stored_files().values()
-        return SyncReport(self.domain, files=len(stored), pages=sum(e.pages for e in stored),
-                          chunks=sum(len(e.ids) for e in stored), unchanged=len(stored), not_updated=reason)
+        report = SyncReport(self.domain, not_updated=reason)
+        for entry in self._stored_files().values():
+            report.count_unchanged(entry)
+        report.files = report.unchanged
+        return report
 
     def query(self, embedding: np.ndarray, n: int) -> list[Hit]:
         """The `n` nearest chunks to a unit-length query embedding."""
-        n = min(n, self.count())
-        if n == 0:
-            return []
-        res = self._read("query", query_embeddings=[embedding], n_results=n,
-                                     include=["documents", "metadatas", "distances"])
+        res = self._read("query", query_embeddings=[embedding], n_results=n,  # fewer when the domain has fewer
+                         include=["documents", "metadatas", "distances"])
         return [Hit(i, d, m["source"], m.get("page"), 1.0 - dist)
                 for i, d, m, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
                                          res["distances"][0])]
@@ -240,9 +245,7 @@ class DomainIndex:
             except OSError:
                 current = False
             if current:
-                report.unchanged += 1
-                report.pages += entry.pages
-                report.chunks += len(entry.ids)
+                report.count_unchanged(entry)
         return report, report.unchanged == len(files) and not stored
 
     def _update(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool, renew) -> SyncReport:
@@ -265,9 +268,7 @@ class DomainIndex:
                 continue
             entry = stored.get(source)
             if entry is not None and entry.matches(digest, chunking):
-                report.unchanged += 1
-                report.pages += entry.pages
-                report.chunks += len(entry.ids)
+                report.count_unchanged(entry)
                 continue
             try:
                 pages = read_pages(path)
