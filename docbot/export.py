@@ -386,29 +386,25 @@ def ollama_create(client, name: str, gguf_file: str, template: str, stop: list[s
     Uploads the file as a blob (`create_blob`), then `create(model=name, files={file name: digest},
     template=..., parameters={"stop": ..., "temperature": 0})`, the API form of the Modelfile above.
     """
-    import httpx
     import ollama
+
+    from .providers.ollama import translated_errors
 
     host = str(client._client.base_url).rstrip("/")
     path = Path(gguf_file)
     if not path.is_file():
         raise DocbotError(f"{path} does not exist; export the model first (docbot.export.export_gguf)")
-    try:
-        digest = client.create_blob(path)
-        status = None
-        for progress in client.create(model=name, files={path.name: digest}, template=template,
-                                      parameters={"stop": list(stop), "temperature": 0}, stream=True):
-            status = progress.status
-        if status != "success":
-            raise ProviderError(f"the Ollama server at {host} did not finish creating {name!r} (last status: "
-                                f"{status!r}); check its log and try again")
-    except ollama.ResponseError as exc:
-        raise ProviderError(f"the Ollama server at {host} refused to create {name!r}: {exc.error}; check that "
-                            f"it is recent enough to import GGUF files (ollama >= 0.5) and has disk space, or "
-                            f"create it by hand with `ollama create {name} -f Modelfile`") from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderError(f"the Ollama server at {host} did not answer in time while creating {name!r}; "
-                            f"try again, or raise the client's timeout") from exc
-    except (ConnectionError, httpx.HTTPError) as exc:
-        raise ProviderError(f"cannot reach an Ollama server at {host}; start it with `ollama serve` (or set "
-                            f"OLLAMA_HOST)") from exc
+    with translated_errors(host, name):  # an unreachable or slow server, as for any request
+        try:
+            digest = client.create_blob(path)
+            status = None
+            for progress in client.create(model=name, files={path.name: digest}, template=template,
+                                          parameters={"stop": list(stop), "temperature": 0}, stream=True):
+                status = progress.status
+        except ollama.ResponseError as exc:
+            raise ProviderError(f"the Ollama server at {host} refused to create {name!r}: {exc.error}; check "
+                                f"that it is recent enough to import GGUF files (ollama >= 0.5) and has disk "
+                                f"space, or create it by hand with `ollama create {name} -f Modelfile`") from exc
+    if status != "success":
+        raise ProviderError(f"the Ollama server at {host} did not finish creating {name!r} (last status: "
+                            f"{status!r}); check its log and try again")

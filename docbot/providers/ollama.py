@@ -32,13 +32,13 @@ class OllamaProvider(Provider):
     def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
         pieces = self._call(self.client.chat, model=self.model, messages=messages, stream=True,
                             options={"temperature": 0, "seed": 0, "num_predict": max_new_tokens})
-        with _translated_errors(self.host, self.model):
+        with translated_errors(self.host, self.model):
             for part in pieces:
                 if part.message.content:
                     yield part.message.content
 
     def _call(self, fn, **kwargs):
-        with _translated_errors(self.host, kwargs.get("model", self.model)):
+        with translated_errors(self.host, kwargs.get("model", self.model)):
             return fn(**kwargs)
 
 
@@ -56,7 +56,7 @@ def _with_tag(name: str) -> str:
 
 
 @contextmanager
-def _translated_errors(host: str, model: str) -> Iterator[None]:
+def translated_errors(host: str, model: str) -> Iterator[None]:
     """Turn the client's exceptions into docbot errors that say what to do."""
     import httpx
     import ollama
