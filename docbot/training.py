@@ -70,7 +70,7 @@ def read_chat_jsonl(path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line); "
+                raise ValueError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line); "
                                  "save the file as UTF-8") from None
             if not line.strip():
                 continue
