@@ -18,10 +18,9 @@ from conftest import FACTS, REPO, write_facts_domain, write_pdf
 
 import docbot.index
 from docbot import ConfigError, ConfigurableDocBot, DocbotError, DocumentError
-from docbot.answers import StreamingAnswer
 from docbot.datasets import validate_jsonl
 from docbot.prompts import build_messages
-from docbot.repl import CleanFormatter, Repl
+from docbot.repl import CleanFormatter, Repl, clean
 from docbot.retrieval import Source
 from docbot.scoring import load_questions
 from docbot.training import read_chat_jsonl
@@ -301,7 +300,7 @@ def test_config_values_of_the_wrong_type_or_out_of_range_are_refused(name, value
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"  # set the window title, clear the screen, an 8-bit CSI
 
 
-def test_escape_sequences_from_documents_and_answers_never_reach_the_terminal(tmp_path, models_dir, monkeypatch):
+def test_escape_sequences_from_documents_and_answers_never_reach_the_terminal(tmp_path, models_dir):
     docs = tmp_path / "Documents" / "Gates"
     docs.mkdir(parents=True)
     (docs / "gates.md").write_text(f"The Quillon gate code is 8812.{ESCAPES} Gates close at dusk.\n")
@@ -318,14 +317,9 @@ def test_escape_sequences_from_documents_and_answers_never_reach_the_terminal(tm
     source = bot.retrieve("Quillon gate code", k=1)[0]
     assert ESCAPES in source.text  # stored as written; cleaned only on the way out
 
-    def ask(question, stream):  # a model that echoes the escapes it read
-        bot.last_answer = StreamingAnswer(iter(["The code is ", f"8812{ESCAPES}", "."]), [source], "echo")
-        return bot.last_answer
-
-    monkeypatch.setattr(bot, "ask", ask)
     out, err = io.StringIO(), io.StringIO()
     repl = Repl(bot, out=out, err=err)
-    repl.answer("What is the Quillon gate code?")
+    repl.answer("What is the Quillon gate code?")  # the real model, reading the chunk with the escapes
     repl.cmd_sources("")
     try:
         bot.load_domain("ghost", tmp_path / f"{ESCAPES}ghost", progress=False)
@@ -333,5 +327,6 @@ def test_escape_sequences_from_documents_and_answers_never_reach_the_terminal(tm
         repl.error(str(exc))
     printed = out.getvalue() + err.getvalue() + log.getvalue()
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", printed), repr(printed)
-    assert "The code is 8812." in out.getvalue() and "8812. Gates close at dusk." in out.getvalue()
+    assert "8812. Gates close at dusk." in out.getvalue() and "[1] gates.md" in out.getvalue()
+    assert clean(f"The code is 8812{ESCAPES}.") == "The code is 8812."  # an answer that echoed them
     assert "empty.md: empty file" in log.getvalue() and "ghost: no such folder" in err.getvalue()
