@@ -30,9 +30,7 @@ QUESTIONS = ["What is the dose?", "Who leads the team?", "Where is the store roo
 
 
 def index(docs: str, index_dir: str, domain: str, lock_timeout: float = 30.0) -> dict:
-    bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=lock_timeout)
-    Embedder(bot.config.embedding_model).embed(["warm up"])
-    _ready()
+    bot = _ready_bot(index_dir, lock_timeout)
     start = time.perf_counter()
     report = bot.load_domain(domain, docs, progress=False)
     return {"seconds": time.perf_counter() - start, "chunks": report.chunks, "not_updated": report.not_updated,
@@ -41,9 +39,7 @@ def index(docs: str, index_dir: str, domain: str, lock_timeout: float = 30.0) ->
 
 def query(index_dir: str, domain: str, seconds: float) -> dict:
     """Ask retrieval questions for `seconds`, reopening the domain now and then to see other processes' writes."""
-    bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=0.0)
-    Embedder(bot.config.embedding_model).embed(["warm up"])
-    _ready()
+    bot = _ready_bot(index_dir, 0.0)
     latencies, errors = [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -61,9 +57,7 @@ def query(index_dir: str, domain: str, seconds: float) -> dict:
 
 def churn(docs: str, index_dir: str, domain: str, seconds: float) -> dict:
     """Keep a domain changing: edit two files and load it again, for `seconds` (a teammate at work)."""
-    bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=600)
-    Embedder(bot.config.embedding_model).embed(["warm up"])
-    _ready()
+    bot = _ready_bot(index_dir, 600)
     files = sorted(Path(docs).glob("*.txt"))
     loads, errors, end = 0, [], time.monotonic() + seconds
     while time.monotonic() < end:
@@ -78,9 +72,13 @@ def churn(docs: str, index_dir: str, domain: str, seconds: float) -> dict:
     return {"loads": loads, "errors": errors}
 
 
-def _ready() -> None:
+def _ready_bot(index_dir: str, lock_timeout: float) -> ConfigurableDocBot:
+    """A bot with its embedding model loaded; says `ready`, then waits for `go`."""
+    bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, lock_timeout=lock_timeout)
+    Embedder(bot.config.embedding_model).embed(["warm up"])  # the model is cached: the bot's load is free
     print("ready", flush=True)
     sys.stdin.readline()
+    return bot
 
 
 def _main() -> None:
@@ -92,7 +90,6 @@ def _main() -> None:
     else:
         result = query(args[0], args[1], float(args[2]))
     print(json.dumps(result), flush=True)
-
 
 
 def start(kind: str, *args: str, env: dict | None = None, hold: bool = False) -> subprocess.Popen:
@@ -144,22 +141,17 @@ def crash_round(docs: Path, index_dir: Path, domain: str, kill_after: float, ref
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     problems = []
-    store = open_store(index_dir)
-    complete = []
-    if f"docbot-{domain}" in {c.name for c in store.client.list_collections()}:
-        index = DomainIndex(store, domain, embedder)
-        by_file: dict[str, list] = {}
-        for chunk in index.all_chunks():
-            by_file.setdefault(chunk.source, []).append(chunk)
-        stored = index._stored_files()  # noqa: SLF001 (the manifest, as sync sees it)
-        complete = [source for source, entry in stored.items()
-                    if entry.matches(sha256_file(docs / source), "1000/100")]
-        for source in complete:
-            chunk = by_file[source][0]
-            hit = index.query(embedder.embed([chunk.text])[0], 1)
-            if not hit or hit[0].text != chunk.text:
-                problems.append(f"finished file {source} does not answer: got {hit[:1]}")
-    index = DomainIndex(store, domain, embedder)
+    index = DomainIndex(open_store(index_dir), domain, embedder)  # opens, or creates if killed before it did
+    first_chunks: dict[str, object] = {}
+    for chunk in index.all_chunks():
+        first_chunks.setdefault(chunk.source, chunk)
+    stored = index._stored_files()  # noqa: SLF001 (the manifest, as sync sees it)
+    complete = [source for source, entry in stored.items() if entry.matches(sha256_file(docs / source), "1000/100")]
+    for source in complete:
+        chunk = first_chunks[source]
+        hit = index.query(embedder.embed([chunk.text])[0], 1)
+        if not hit or hit[0].text != chunk.text:
+            problems.append(f"finished file {source} does not answer: got {hit[:1]}")
     index.sync(docs, 1000, 100, progress=False)
     state = store_state(index_dir, domain)
     if {i: s[:2] for i, s in state.items()} != {i: s[:2] for i, s in reference.items()}:
