@@ -87,11 +87,9 @@ def test_second_writer_names_the_holder_readers_go_on_and_a_killed_holder_frees_
     bot.load_domain("velmora", progress=False)
     holder = _hold_write_lease(tmp_path / "index", "legal")
     try:
-        # nothing to write: opening and answering never wait for the writer
-        started = time.monotonic()
+        # nothing to write: opening and answering take no lock (had it waited, not_updated would name the holder)
         assert bot.load_domain("velmora", progress=False).not_updated == ""
         assert bot.retrieve("Quorvane dose")[0].file == "handbook.pdf"
-        assert time.monotonic() - started < 0.5
         # a change to write: after lock_timeout the index is read as it stands, and the holder is named
         (docs / "parking.md").write_text("# Parking\n\nStaff park on level minus two.\n", encoding="utf-8")
         report = bot.load_domain("velmora", progress=False)
@@ -143,7 +141,7 @@ def test_a_rebuild_with_another_model_swaps_in_only_when_complete(tmp_path, mode
 
 
 @pytest.mark.slow
-def test_two_processes_index_one_store_at_once_while_a_third_reads(corpus, tmp_path, embedder):
+def test_two_processes_index_one_store_at_once_while_a_third_reads(corpus, tmp_path):
     docs, reference, _ = corpus
     index_dir = tmp_path / "index"
     env = {k: v for k, v in os.environ.items() if k != "CHROMA_HOST"}
