@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from docbot.datasets import FORMATS, validate_jsonl
+from docbot.tuning.datasets import FORMATS, validate_jsonl
 
 __all__ = ["FORMATS", "prepare_fine_tuning_data", "train_lora", "evaluate", "validate_file", "main"]
 

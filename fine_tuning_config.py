@@ -1,9 +1,11 @@
-"""The parameters you tune, as the guide says: edit a constant here, or override it per call.
+"""Your settings, as the guide says: edit a value here and docbot uses it the next time it starts.
 
-Every name below is the default of one field of `docbot.config.Config` (the field is the name in lower case):
-`ConfigurableDocBot(top_k=5)`, `bot.prepare_fine_tuning_data(max_examples=200)` or
-`fine_tuning.train_lora(..., learning_rate=1e-4)` override it for one object or call. A wrong type, a value out of
-range or an unknown name is refused with an error that names it.
+docbot reads this file; it does not import it. Only assignments of plain values belong here (numbers, strings,
+True/False, tuples of strings): each NAME is a field of `docbot.config.Config` in upper case, where the defaults
+and the reasons for them live. A name you delete falls back to that default; an unknown name, a wrong type or an
+expression is refused with an error naming this file and the line. docbot looks for this file in `$DOCBOT_CONFIG`,
+then in the working folder, then beside the script you ran; the chatbot's first line says which file it read.
+Per-object overrides come on top: `ConfigurableDocBot(top_k=5)`, `bot.train(learning_rate=1e-4)`.
 """
 
 # --- Training parameters ---------------------------------------------------------------------------------------

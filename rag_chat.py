@@ -1,11 +1,9 @@
 """docbot's public entry point: `ConfigurableDocBot` for library use, and `python rag_chat.py` for the chatbot."""
 
-from docbot.answers import Answer, StreamingAnswer
-from docbot.bot import ConfigurableDocBot
-from docbot.errors import DocbotError
+from docbot import Answer, ConfigurableDocBot, Conversation, DocbotError, StreamingAnswer
 from docbot.repl import main
 
-__all__ = ["ConfigurableDocBot", "Answer", "StreamingAnswer", "DocbotError", "main"]
+__all__ = ["ConfigurableDocBot", "Answer", "StreamingAnswer", "Conversation", "DocbotError", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

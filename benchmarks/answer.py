@@ -35,9 +35,9 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from docbot.base_models import resolve_base_model
+    from docbot.providers.base_models import resolve_base_model
     from docbot.bot import ConfigurableDocBot
-    from docbot.scoring import load_questions
+    from docbot.tuning.scoring import load_questions
     from docbot.providers import transformers_local
 
     hf_logging.disable_progress_bar()

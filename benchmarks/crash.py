@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import write_corpus  # noqa: E402
 from index_worker import crash_round, store_state  # noqa: E402
 
-from docbot.embeddings import Embedder  # noqa: E402
-from docbot.index import DomainIndex  # noqa: E402
-from docbot.store import open_store  # noqa: E402
+from docbot.rag.embeddings import Embedder  # noqa: E402
+from docbot.rag.index import DomainIndex  # noqa: E402
+from docbot.rag.store import open_store  # noqa: E402
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from docbot.base_models import resolve_base_model
+    from docbot.providers.base_models import resolve_base_model
     from docbot.bot import ConfigurableDocBot
 
     hf_logging.disable_progress_bar()

@@ -104,7 +104,7 @@ def model_folder() -> str:
 
 
 def _embedding_dtype() -> str:
-    from docbot import embeddings
+    from docbot.rag import embeddings
 
     return embeddings._dtype() if hasattr(embeddings, "_dtype") else "float32"
 

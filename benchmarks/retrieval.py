@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from docbot.bot import ConfigurableDocBot  # noqa: E402
-from docbot.scoring import load_questions, retrieval_scores  # noqa: E402
+from docbot.tuning.scoring import load_questions, retrieval_scores  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from .bot import ConfigurableDocBot
+from .config import settings_file
 from .errors import DocbotError
+from .providers import PROVIDER_CHOICES
 
 __all__ = ["main"]
 
@@ -24,7 +26,7 @@ Ask a question about the current domain's documents, or type a command:
   switch [DOMAIN [PATH]]    change domain (or add one from PATH); bare: list domains
   domains                   list domains
   sources                   excerpts of the last answer's sources
-  model [PROVIDER] [MODEL]  show the model, or change it (provider: auto, transformers, ollama)
+  model [PROVIDER] [MODEL]  show the model, or change it (provider: {providers})
   reindex [DOMAIN [PATH]]   re-embed every file of a domain (the current one by default)
   fine-tune                 write training data and the Colab notebook from the current domain
   train [STEPS]             train a LoRA adapter here on the newest data (STEPS caps the optimizer steps)
@@ -57,6 +59,32 @@ def print_error(text: str, err=sys.stderr) -> None:
     """One line, red on a terminal."""
     line = f"error: {clean(text)}"
     print(f"\033[31m{line}\033[0m" if err.isatty() else line, file=err, flush=True)
+
+
+def error_log() -> Path:
+    """Where unexpected errors' tracebacks go: `$DOCBOT_HOME/errors.log`, else `~/.cache/docbot/errors.log`."""
+    home = os.environ.get("DOCBOT_HOME")
+    return Path(home) / "errors.log" if home else Path.home() / ".cache" / "docbot" / "errors.log"
+
+
+def describe_failure(exc: BaseException, doing: str) -> str:
+    """One line for any error: a DocbotError's own message; anything else named, with its traceback logged."""
+    if isinstance(exc, DocbotError):
+        return str(exc)
+    import time
+    import traceback
+
+    path = error_log()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} while {doing}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+        where = f"traceback in {path}"
+    except OSError as log_exc:
+        where = f"and the traceback could not be logged to {path}: {log_exc.strerror or log_exc}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected {type(exc).__name__} while {doing}{f': {first}' if first else ''} ({where})"
 
 
 class Repl:
@@ -92,11 +120,11 @@ class Repl:
                     handler(rest.strip())
                 else:
                     self.answer(line)
-            except DocbotError as exc:
-                self.error(str(exc))
             except KeyboardInterrupt:
                 print(file=self.out)
                 self.say("interrupted")
+            except Exception as exc:  # the contract: one line, never a traceback, and the session goes on
+                self.error(describe_failure(exc, f"running `{word}`" if handler else "answering"))
 
     def answer(self, question: str) -> None:
         answer = self.bot.ask(question, stream=True)
@@ -109,6 +137,9 @@ class Repl:
             print(file=self.out)
             self.say("stopped")
             return
+        except Exception:
+            print(file=self.out)  # end the partial answer's line; the error follows on its own
+            raise
         print(file=self.out)
         if answer.sources:
             print(f"Sources ({answer.model}):", file=self.out)
@@ -117,7 +148,7 @@ class Repl:
         self.out.flush()
 
     def cmd_help(self, _: str) -> None:
-        print(HELP, file=self.out)
+        print(HELP.format(providers=", ".join(PROVIDER_CHOICES)), file=self.out)
 
     def cmd_switch(self, args: str) -> None:
         parts = shlex.split(args)
@@ -140,7 +171,7 @@ class Repl:
     def cmd_model(self, args: str) -> None:
         parts = shlex.split(args)
         if parts:
-            provider = parts[0] if parts[0] in ("auto", "transformers", "ollama") else None
+            provider = parts[0] if parts[0] in PROVIDER_CHOICES else None
             model = parts[1] if provider and len(parts) > 1 else (None if provider else parts[0])
             self.say("loading model ...")
             self.bot.set_model(provider, model)
@@ -220,20 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag_chat.py", description="Ask questions about your documents.")
     parser.add_argument("--domain", help="domain to start with (a folder name under the documents folder)")
     parser.add_argument("--docs", help="folder of the domain's documents (default: Documents/<DOMAIN>)")
-    parser.add_argument("--provider", choices=("auto", "transformers", "ollama"), help="model provider")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, help="model provider")
     parser.add_argument("--model", help="model folder or hub id (transformers), or model name (ollama)")
     args = parser.parse_args(argv)
     _setup_logging()
     history = _setup_readline()
     try:
+        settings = settings_file()
+        print(f"settings: {settings.resolve() if settings else 'package defaults (no fine_tuning_config.py found)'}",
+              file=sys.stderr, flush=True)
         bot = ConfigurableDocBot(provider=args.provider, model=args.model)
         repl = Repl(bot)
         domain = args.domain or _default_domain(bot)
         repl.load(domain, args.docs)
         repl.say("loading model ...")
         repl.say(f"model: {bot.provider}. Type a question, or `help`.")
-    except DocbotError as exc:
-        print_error(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a start that fails is one line too
+        print_error(describe_failure(exc, "starting"))
         return 1
     try:
         return repl.run()

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def smollm2_path() -> str:
     """Folder of the converted SmolLM2-135M-Instruct; kept in DOCBOT_TEST_MODELS or the repo's models/ (as the
     product does), so the ~25 s GGUF conversion happens once per machine, not once per run."""
-    from docbot.base_models import resolve_base_model
+    from docbot.providers.base_models import resolve_base_model
 
     return resolve_base_model("SmolLM2-135M-Instruct", os.environ.get("DOCBOT_TEST_MODELS") or REPO / "models")
 
@@ -118,7 +118,7 @@ def write_corpus(root: Path, files: int, paragraphs: int = 4, seed: int = 0) -> 
 @pytest.fixture(scope="session")
 def embedder():
     """The real embedding model, as docbot loads it."""
-    from docbot.embeddings import Embedder
+    from docbot.rag.embeddings import Embedder
 
     return Embedder("all-MiniLM-L6-v2")
 
@@ -130,8 +130,8 @@ def corpus(tmp_path_factory, embedder):
 
     from index_worker import store_state
 
-    from docbot.index import DomainIndex
-    from docbot.store import open_store
+    from docbot.rag.index import DomainIndex
+    from docbot.rag.store import open_store
 
     work = tmp_path_factory.mktemp("crash")
     docs = write_corpus(work / "docs", files=40)

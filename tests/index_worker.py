@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from docbot import ConfigurableDocBot  # noqa: E402
-from docbot.embeddings import Embedder  # noqa: E402
+from docbot.rag.embeddings import Embedder  # noqa: E402
 
 QUESTIONS = ["What is the dose?", "Who leads the team?", "Where is the store room?", "When does it open?"]
 
@@ -122,7 +122,7 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
 
 def store_state(index_dir: Path, domain: str) -> dict[str, tuple]:
     """Every chunk of a domain as stored: id -> (text, metadata, embedding)."""
-    from docbot.store import open_store
+    from docbot.rag.store import open_store
 
     collection = open_store(index_dir).client.get_collection(f"docbot-{domain}")
     res = collection.get(include=["documents", "metadatas", "embeddings"])
@@ -132,9 +132,9 @@ def store_state(index_dir: Path, domain: str) -> dict[str, tuple]:
 def crash_round(docs: Path, index_dir: Path, domain: str, kill_after: float, reference: dict, embedder) -> dict:
     """Index `docs` in a worker, SIGKILL it `kill_after` seconds into the work, then check in this process that
     the store opens and answers from every file it finished, and that a re-sync converges to `reference`."""
-    from docbot._io import sha256_file
-    from docbot.index import DomainIndex
-    from docbot.store import open_store
+    from docbot.files import sha256_file
+    from docbot.rag.index import DomainIndex
+    from docbot.rag.store import open_store
 
     proc = start("index", docs, index_dir, domain)
     time.sleep(kill_after)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FACTS, write_facts_domain, write_pdf
 from docbot import ConfigurableDocBot, ConfigError, DocbotError, IndexMismatchError
-from docbot.retrieval import rrf_fuse
+from docbot.rag.retrieval import rrf_fuse
 
 
 @pytest.mark.slow

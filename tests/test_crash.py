@@ -39,7 +39,7 @@ def test_atomic_writes_killed_midway_leave_old_or_new_bytes(tmp_path):
     old, new = b"o" * 4_000_000, b"n" * 4_000_000
     target.write_bytes(old)
     writer = (f"import sys; sys.path.insert(0, {str(index_worker.REPO)!r})\n"
-              "from docbot._io import write_bytes_atomic\nfrom pathlib import Path\n"
+              "from docbot.files import write_bytes_atomic\nfrom pathlib import Path\n"
               f"print('ready', flush=True)\nwhile True:\n"
               f"    write_bytes_atomic(Path({str(target)!r}), b'n' * 4_000_000)\n"
               f"    write_bytes_atomic(Path({str(target)!r}), b'o' * 4_000_000)\n")
@@ -55,7 +55,7 @@ def test_atomic_writes_killed_midway_leave_old_or_new_bytes(tmp_path):
 
 def test_processes_opening_one_new_index_folder_at_once_all_succeed(tmp_path):
     code = (f"import sys; sys.path.insert(0, {str(index_worker.REPO)!r})\n"
-            "from docbot.store import open_store\n"
+            "from docbot.rag.store import open_store\n"
             "print('ready', flush=True); sys.stdin.readline()\n"
             "open_store(sys.argv[1]).client.heartbeat()\n")
     for attempt in range(3):  # a race: a few tries, each on a new folder, make a regression show
@@ -71,7 +71,7 @@ def test_processes_opening_one_new_index_folder_at_once_all_succeed(tmp_path):
 def _hold_write_lease(index_dir, domain: str) -> subprocess.Popen:
     """Another process that takes the store's write lease and keeps it until it is killed."""
     code = (f"import sys, time; sys.path.insert(0, {str(index_worker.REPO)!r})\n"
-            "from docbot.store import open_store\n"
+            "from docbot.rag.store import open_store\n"
             f"with open_store({str(index_dir)!r}).writer({domain!r}, 0):\n"
             "    print('ready', flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -8,11 +8,14 @@ import json
 import pytest
 
 from conftest import write_facts_domain
-from docbot import ConfigurableDocBot, DocbotError
-from docbot.evaluation import ARMS, held_out_paraphrases, list_evaluations, paraphrase, validation_questions
-from docbot.scoring import (GoldQuestion, bootstrap_interval, exact_match, hit_at_k, load_questions, normalize_answer,
-                            reciprocal_rank, rouge_l, token_f1)
-from docbot.retrieval import Source
+from docbot import ConfigurableDocBot, Conversation, DocbotError
+from docbot.rag.retrieval import Source
+from docbot.tuning.evaluation import ARMS
+from docbot.tuning.finetuned import latest_card
+from docbot.tuning.heldout import held_out_paraphrases, paraphrase, validation_questions
+from docbot.tuning.report import list_evaluations
+from docbot.tuning.scoring import (GoldQuestion, bootstrap_interval, exact_match, hit_at_k, load_questions,
+                                   normalize_answer, reciprocal_rank, rouge_l, token_f1)
 
 
 # -- metrics, checked by hand ----------------------------------------------------------------------------------------
@@ -73,11 +76,21 @@ def test_hit_at_k_and_mrr():
     assert sum(ranks) / 3 == pytest.approx(5 / 18)
 
 
-def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
-    values = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1]
-    ci = bootstrap_interval(values, 1000, seed=0)
-    assert ci["mean"] == 0.7 and ci["low"] <= 0.7 <= ci["high"] and ci["high"] - ci["low"] > 0.3  # n = 10 is wide
-    assert ci == bootstrap_interval(values, 1000, seed=0)  # same seed, same interval
+def test_bootstrap_interval_matches_theory_and_scipy():
+    # 400 answers, 70% right: the normal approximation gives 0.7 +- 1.96 * sqrt(0.7 * 0.3 / 400) = 0.7 +- 0.045
+    values = [1] * 280 + [0] * 120
+    ci = bootstrap_interval(values, 2000, seed=0)
+    assert ci["mean"] == 0.7 and ci["n"] == 400
+    assert ci["low"] == pytest.approx(0.655, abs=0.01) and ci["high"] == pytest.approx(0.745, abs=0.01)
+    # a small, skewed sample against scipy's percentile bootstrap (its own resampler): the same interval within 0.05
+    from scipy.stats import bootstrap
+
+    small = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1]
+    theirs = bootstrap((small,), lambda x: sum(x) / len(x), n_resamples=5000, method="percentile",
+                       random_state=1, vectorized=False).confidence_interval
+    ours = bootstrap_interval(small, 5000, seed=0)
+    assert ours["low"] == pytest.approx(theirs.low, abs=0.05) and ours["high"] == pytest.approx(theirs.high, abs=0.05)
+    assert bootstrap_interval([0.5] * 9, 100) == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 9}
     assert bootstrap_interval([0.25] * 7) == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 7}
     assert bootstrap_interval([])["mean"] is None
 
@@ -128,7 +141,7 @@ def tiny_bot(tmp_path_factory, tiny_model):
     docs = write_facts_domain(root / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", base_model=tiny_model, documents_dir=str(root / "Documents"),
                              index_dir=str(root / "index"), models_dir=str(root / "models"),
-                             data_dir=str(root / "fine_tuning_data"))
+                             data_dir=str(root / "fine_tuning_data"), max_new_tokens=8)
     bot.load_domain("velmora", docs, progress=False)
     bot.prepare_fine_tuning_data(formats=("chat",), generator="rules", progress=False)
     version = bot.train(max_steps=2, max_seq_length=512, batch_size=2, learning_rate=1e-2)
@@ -137,13 +150,13 @@ def tiny_bot(tmp_path_factory, tiny_model):
 
 def test_held_out_sets_come_from_the_card(tiny_bot):
     bot, root, _ = tiny_bot
-    card = bot._latest_card("velmora")
+    card = latest_card(bot.config.data_dir, "velmora")
     data = json.loads(card.read_text())
     validation_docs = {s["file"] for s in data["sources"] if s["split"] == "validation"}
     train_rows = [json.loads(line) for line in (card.parent / next(n for n in data["files"] if n.endswith(
         "_train.jsonl"))).read_text().splitlines() if line]
-    trained = {normalize_answer(r["messages"][-2]["content"].rsplit("Answer from the text above: ", 1)[-1])
-               for r in train_rows}
+    trained = {normalize_answer(r["question"]) for r in train_rows}
+    assert all(r["messages"][-2]["content"].endswith(r["question"]) for r in train_rows)  # the prompt's own question
     paraphrases = held_out_paraphrases(card)
     assert paraphrases and all(normalize_answer(q.question) not in trained for q in paraphrases)
     assert all(q.source not in validation_docs for q in paraphrases)
@@ -154,7 +167,7 @@ def test_four_arms_write_report_json_and_chart(tiny_bot, tmp_path):
     bot, root, version = tiny_bot
     before = sorted(p.name for p in (root / "models").iterdir())
     manifest = (version.path / "docbot_model.json").read_bytes()
-    report = bot.evaluate(max_new_tokens=8, n_bootstrap=200, progress=False)
+    report = bot.evaluate(n_bootstrap=200, progress=False)
 
     assert report.path.parent.parent == root / "evaluations"  # beside the data folder, like the notebook
     data = json.loads(report.path.read_text())
@@ -170,8 +183,13 @@ def test_four_arms_write_report_json_and_chart(tiny_bot, tmp_path):
                 assert ci["low"] <= ci["mean"] <= ci["high"] and ci["n"] == s["n"]
             assert ("hit_at_k" in s["arms"][arm]) == arm.endswith("+retrieval")
         assert s["arms"]["base+retrieval"]["hit_at_k"]["mean"] > 0
-        assert s["arms"]["fine-tuned+retrieval"]["hit_at_k"] == s["arms"]["base+retrieval"]["hit_at_k"]
         assert all(set(q["predictions"]) == set(ARMS) for q in s["questions"])
+    # the evaluation measures the chat: each arm answers exactly as `ask` does with the same model and options
+    first = data["sets"][0]["questions"][0]
+    with_blocks = bot.ask(first["question"], conversation=Conversation(0))
+    alone = bot.ask(first["question"], retrieval=False, conversation=Conversation(0))
+    assert first["predictions"]["base+retrieval"] == with_blocks.text and with_blocks.sources
+    assert first["predictions"]["base"] == alone.text and not alone.sources
     assert set(data["retrieval"]["modes"]) == {"vector", "hybrid"}
     assert data["retrieval"]["modes"]["hybrid"]["hit@5"]["mean"] > 0
     assert (report.path.parent / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -211,12 +229,22 @@ def test_a_users_question_file_and_the_repl_command(tiny_bot, tmp_path):
         repl.cmd_evaluate(str(bad))
 
 
-def test_evaluation_needs_a_fine_tuned_version(tmp_path, tiny_model):
+def test_without_a_fine_tuned_version_the_base_arms_run_alone(tmp_path, tiny_model):
     docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
-    bot = ConfigurableDocBot(provider="transformers", base_model=tiny_model, documents_dir=str(tmp_path / "Documents"),
-                             index_dir=str(tmp_path / "index"), models_dir=str(tmp_path / "models"),
-                             data_dir=str(tmp_path / "data"))
+    bot = ConfigurableDocBot(provider="transformers", model=tiny_model, base_model=tiny_model,
+                             documents_dir=str(tmp_path / "Documents"), index_dir=str(tmp_path / "index"),
+                             models_dir=str(tmp_path / "models"), data_dir=str(tmp_path / "data"), max_new_tokens=8)
     bot.load_domain("velmora", docs, progress=False)
-    with pytest.raises(DocbotError, match="no fine-tuned versions of domain 'velmora'"):
-        bot.evaluate()
+    with pytest.raises(DocbotError, match="no test questions for domain 'velmora'.*pass a JSONL file"):
+        bot.evaluate()  # no data prepared, no test set: nothing to ask
     assert not (tmp_path / "evaluations").exists()
+
+    bot.prepare_fine_tuning_data(formats=("chat",), generator="rules", progress=False)
+    report = bot.evaluate(n_bootstrap=100, progress=False)
+    data = json.loads(report.path.read_text())
+    assert data["arms"] == ["base", "base+retrieval"] and data["model"]["version"] is None
+    assert all(set(s["arms"]) == {"base", "base+retrieval"} for s in data["sets"])
+    assert any("base arms ran alone" in note for note in data["notes"])
+    rows = [line.split()[0] for line in report.table().splitlines() if line.startswith("  ")]
+    assert "alone (no fine-tuned version yet)" in report.table() and "base+retrieval" in rows
+    assert not any(row.startswith("fine-tuned") for row in rows)

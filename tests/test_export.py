@@ -19,7 +19,8 @@ import ollama
 import pytest
 
 from docbot.errors import DocbotError, ProviderError
-from docbot.export import export_gguf, merge_adapter, modelfile, ollama_create, ollama_template
+from docbot.tuning.export import export_gguf, merge_adapter
+from docbot.tuning.ollama_export import modelfile, ollama_create, ollama_template
 from docbot.providers.ollama import OllamaProvider
 from docbot.providers.transformers_local import TransformersProvider
 from tests.ollama_api_server import OllamaAPIServer, go_template_renderer
@@ -82,7 +83,7 @@ def _last_logits(lm, tokenizer, messages):
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory, smollm2_path):
     """A LoRA adapter trained for 3 steps on SmolLM2 with docbot's own training code."""
-    from docbot.training import train_lora
+    from docbot.tuning.training import train_lora
 
     work = tmp_path_factory.mktemp("export_train")
     (work / "train.jsonl").write_text("\n".join(_chat_rows(6)) + "\n")
@@ -192,7 +193,7 @@ def test_gguf_export_refuses_an_existing_file(tmp_path):
 
 
 def test_converter_download_failure_says_what_to_run(tmp_path, monkeypatch):
-    from docbot.export import ensure_converter
+    from docbot.tuning.export import ensure_converter
 
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds nothing: what an offline machine sees
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
@@ -203,7 +204,7 @@ def test_converter_download_failure_says_what_to_run(tmp_path, monkeypatch):
 
 
 def test_gguf_converter_failure_shows_its_error(tmp_path):
-    from docbot.export import converter_dir, ensure_converter
+    from docbot.tuning.export import converter_dir, ensure_converter
 
     if not (converter_dir() / "convert_hf_to_gguf.py").is_file():
         pytest.skip("the converter is not downloaded yet (the slow GGUF test downloads it)")
@@ -270,7 +271,7 @@ def test_created_ollama_model_answers_like_the_adapter_model(go_renderer, gguf_f
     template, stops = ollama_template(adapted.tokenizer)
     with OllamaAPIServer({}) as server:
         client = ollama.Client(host=server.url)
-        ollama_create(client, "velmora-bot:v1", str(gguf_file), template, stops)
+        ollama_create(server.url, "velmora-bot:v1", str(gguf_file), template, stops)
 
         digest = "sha256:" + hashlib.sha256(gguf_file.read_bytes()).hexdigest()
         assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200
@@ -299,7 +300,7 @@ def test_create_without_the_blob_is_a_provider_error(tmp_path):
     with OllamaAPIServer({}) as server:
         server.routes[("POST", "/api/blobs/")] = lambda req: (req.body(), req.send_empty(201))  # accepts, keeps none
         with pytest.raises(ProviderError, match="refused to create 'm1'.*upload it first"):
-            ollama_create(ollama.Client(host=server.url), "m1", str(gguf), "{{ .Prompt }}", [])
+            ollama_create(server.url, "m1", str(gguf), "{{ .Prompt }}", [])
 
 
 def test_create_without_a_server_says_to_start_one(tmp_path):
@@ -309,4 +310,4 @@ def test_create_without_a_server_says_to_start_one(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(ProviderError, match="ollama serve"):
-        ollama_create(ollama.Client(host=f"http://127.0.0.1:{port}", timeout=5), "m1", str(gguf), "", [])
+        ollama_create(f"http://127.0.0.1:{port}", "m1", str(gguf), "", [], timeout=5)

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO
 from docbot import ConfigurableDocBot, DocbotError
-from docbot._io import sha256_file
-from docbot.datasets import validate_jsonl
-from docbot.qa_generation import grounded, parse_llm_json
+from docbot.files import sha256_file
+from docbot.tuning.datasets import validate_jsonl
+from docbot.tuning.qa_generation import grounded, parse_llm_json
 
 USER_PAIRS = [
     {"question": "Which pharmacist signs the Quorvane stock book?", "answer": "Odalys Penhallow signs it weekly.",
@@ -111,7 +111,7 @@ def test_two_runs_at_the_same_moment_get_their_own_stamps(facts_bot, tmp_path, m
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from docbot import datasets
+    from docbot.tuning import datasets
 
     def slow_free_stamp(folder, domain):  # widen the race: a stamp is chosen, then its files take a while
         stamp = free_stamp(folder, domain)

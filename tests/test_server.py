@@ -13,8 +13,8 @@ import index_worker
 from chroma_server import ChromaServer, free_port
 from conftest import write_facts_domain
 from docbot import ConfigurableDocBot, IndexBusyError, StoreError
-from docbot import store as store_module
-from docbot.store import open_store
+from docbot.rag import store as store_module
+from docbot.rag.store import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,39 @@
-"""Model providers behind one small interface (`Provider.stream` / `Provider.generate`)."""
+"""Model providers behind one small interface (`Provider.stream` / `Provider.generate`), and their one registry.
+
+`PROVIDERS` is the only list of provider names: the config, the chatbot's `model` command and its `--provider`
+option all read it. `open_provider` turns a choice into a loaded model. Packaged offline models
+(`base_models`) sit beside the providers that run them. This layer imports only `docbot.errors` and
+`docbot.files`; nothing here knows about documents, indexes or fine-tuning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from .base import Messages, Provider
+from .base_models import PACKAGED_MODELS, resolve_base_model
 from .ollama import OllamaProvider, ollama_serves
 from .transformers_local import TransformersProvider
 
-__all__ = ["Messages", "Provider", "OllamaProvider", "TransformersProvider", "ollama_serves"]
+__all__ = ["Messages", "Provider", "OllamaProvider", "TransformersProvider", "ollama_serves", "PROVIDERS",
+           "PROVIDER_CHOICES", "PACKAGED_MODELS", "open_provider", "resolve_base_model"]
+
+PROVIDERS = ("transformers", "ollama")  # every runtime docbot can answer with
+PROVIDER_CHOICES = ("auto", *PROVIDERS)  # "auto": the best one that is available here
+
+
+def open_provider(kind: str, model: str | None, *, base_model: str, ollama_model: str, models_dir: str) -> Provider:
+    """The provider `kind` with `model` (default: `base_model` in process, `ollama_model` on a server).
+
+    "auto" runs a local folder or packaged model in process, else Ollama when a server has the model, else the
+    in-process default.
+    """
+    if kind == "auto":
+        if model is not None and (Path(model).is_dir() or model in PACKAGED_MODELS):
+            kind = "transformers"
+        else:
+            kind = "ollama" if ollama_serves(model or ollama_model) else "transformers"
+    if kind == "ollama":
+        return OllamaProvider(model or ollama_model)
+    name = model or base_model
+    return TransformersProvider(resolve_base_model(name, models_dir), label=name)

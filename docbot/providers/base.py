@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
+__all__ = ["Messages", "Provider"]
+
 Messages = list[dict[str, str]]
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import ModelNotFoundError, ProviderError
 from .base import Messages, Provider
+
+__all__ = ["OllamaProvider", "ollama_serves", "server_url", "translated_errors"]
 
 
 class OllamaProvider(Provider):
@@ -18,8 +21,8 @@ class OllamaProvider(Provider):
         import ollama
 
         self.model = model
-        self.client = ollama.Client(host=host, timeout=timeout)
-        self.host = str(self.client._client.base_url).rstrip("/")
+        self.host = server_url(host)
+        self.client = ollama.Client(host=self.host, timeout=timeout)
         if not self.has_model(model):
             raise ModelNotFoundError(f"model {model!r} is not on the Ollama server at {self.host}; "
                                      f"run `ollama pull {model}` there, or choose another with `model`")
@@ -49,6 +52,12 @@ def ollama_serves(model: str, host: str | None = None) -> bool:
     except ProviderError:
         return False
     return True
+
+
+def server_url(host: str | None) -> str:
+    """The server's URL as messages name it: `host`, else $OLLAMA_HOST, else Ollama's default address."""
+    host = (host or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434").rstrip("/")
+    return host if "://" in host else f"http://{host}"
 
 
 def _with_tag(name: str) -> str:

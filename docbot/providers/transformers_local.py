@@ -9,6 +9,8 @@ from functools import lru_cache
 from ..errors import ModelNotFoundError, ProviderError
 from .base import Messages, Provider
 
+__all__ = ["TransformersProvider", "load_model"]
+
 
 class TransformersProvider(Provider):
     """Loads a model and its tokenizer once; answers with greedy decoding, streamed from a worker thread."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import importlib.util
 import shutil
 import tempfile
@@ -11,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import sha256_file, write_json_atomic
-from .errors import ModelNotFoundError
+from ..files import sha256_file, write_json_atomic
+from ..errors import ModelNotFoundError
 
-__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "base_fingerprint", "resolve_base_model"]
+__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "PackagedModel", "convert_gguf", "resolve_base_model"]
 
 MANIFEST_NAME = "docbot_base_model.json"
 
@@ -49,16 +48,6 @@ def resolve_base_model(name: str, models_dir: str | Path) -> str:
     if spec is not None:
         return str(_ensure_converted(spec, Path(models_dir)))
     return str(Path(name)) if Path(name).is_dir() else name
-
-
-def base_fingerprint(folder: str | Path) -> str:
-    """The fingerprint of a local base model: recorded at conversion for packaged models, else hashed now."""
-    from .training import model_fingerprint
-
-    manifest = Path(folder) / MANIFEST_NAME
-    if manifest.is_file():
-        return json.loads(manifest.read_text(encoding="utf-8"))["fingerprint"]
-    return model_fingerprint(folder)
 
 
 def _package_dir(spec: PackagedModel) -> Path:

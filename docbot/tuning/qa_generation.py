@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .providers import Provider
+from ..providers import Provider
 
 __all__ = ["QAPair", "rules_pairs", "llm_pairs", "parse_llm_json", "grounded", "Deduper", "GROUNDING_THRESHOLD"]
 

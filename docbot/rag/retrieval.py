@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .chunking import cite
 from .index import DomainIndex, Hit
 
 __all__ = ["Retriever", "Source", "rrf_fuse"]
@@ -24,7 +25,12 @@ class Source:
     text: str
 
     def __str__(self) -> str:
-        return self.file if self.page is None else f"{self.file} p.{self.page}"
+        return cite(self.file, self.page)
+
+    @property
+    def block(self) -> tuple[str, str]:
+        """(label, text): the chunk as a prompt's context block."""
+        return str(self), self.text
 
 
 class Retriever:
@@ -36,11 +42,12 @@ class Retriever:
         self._bm25 = None
         self._bm25_ids: list[str] = []
 
-    def search(self, query: str, k: int) -> list[Source]:
-        """The `k` best chunks for `query`, best first."""
+    def search(self, query: str, k: int, hybrid: bool | None = None) -> list[Source]:
+        """The `k` best chunks for `query`, best first; `hybrid` overrides the retriever's mode for this call."""
+        hybrid = self.hybrid if hybrid is None else hybrid
         q = self.index.embedder.embed([query])[0]
-        vector_hits = self.index.query(q, max(k, _POOL) if self.hybrid else k)
-        if not self.hybrid:
+        vector_hits = self.index.query(q, max(k, _POOL) if hybrid else k)
+        if not hybrid:
             return [_source(h) for h in vector_hits[:k]]
         keyword_ids = self._keyword_search(query, max(k, _POOL))
         fused = rrf_fuse([[h.id for h in vector_hits], keyword_ids])[:k]

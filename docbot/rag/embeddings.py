@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 __all__ = ["Embedder", "BUNDLED_EMBEDDINGS"]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import sha256_file
-from .chunking import Chunk, chunk_pages
+from ..files import sha256_file
+from .chunking import Chunk, chunk_pages, cite
 from .documents import discover, read_pages
 from .embeddings import Embedder
-from .errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, StoreError
+from ..errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, StoreError
 from .store import Store
 
 __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "rebuild_domain", "normalize_domain"]
@@ -54,6 +54,11 @@ class StoredChunk:
     page: int | None
     chunk_no: int
     file_hash: str
+
+    @property
+    def block(self) -> tuple[str, str]:
+        """(label, text): the chunk as a prompt's context block."""
+        return cite(self.source, self.page), self.text
 
 
 @dataclass

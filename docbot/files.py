@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic", "write_json_atomic", "sha256_file", "jsonl_rows", "folder_lock"]
+from .errors import DocbotError
+
+__all__ = ["write_bytes_atomic", "write_json_atomic", "read_json", "sha256_file", "jsonl_rows", "folder_lock"]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -44,6 +46,21 @@ def folder_lock(folder: Path) -> Iterator[None]:
 def write_json_atomic(path: Path, obj: object) -> None:
     """Pretty JSON, written atomically."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path, remedy: str) -> dict:
+    """A JSON object from a file docbot wrote; a damaged one is an error naming the file, the place and `remedy`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DocbotError(f"{path}: cannot be read ({exc.strerror or exc}); {remedy}") from exc
+    except UnicodeDecodeError as exc:
+        raise DocbotError(f"{path}: not UTF-8 text (byte {exc.start + 1}); {remedy}") from exc
+    except json.JSONDecodeError as exc:
+        raise DocbotError(f"{path}:{exc.lineno}: damaged JSON ({exc.msg}); {remedy}") from exc
+    if not isinstance(data, dict):
+        raise DocbotError(f"{path}: expected a JSON object, found {type(data).__name__}; {remedy}")
+    return data
 
 
 def sha256_file(path: Path) -> str:

@@ -20,11 +20,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import sha256_file, write_json_atomic
-from .errors import DocbotError
-from .training import ADAPTER_MANIFEST
+from ..files import read_json, sha256_file, write_json_atomic
+from ..errors import DocbotError
+from ..providers.base_models import MANIFEST_NAME
+from .training import ADAPTER_MANIFEST, model_fingerprint
 
-__all__ = ["ModelVersion", "read_adapter_manifest", "list_versions", "next_version", "register", "import_zip", "find_version",
+__all__ = ["ModelVersion", "base_fingerprint", "read_adapter_manifest", "list_versions", "next_version", "register", "import_zip", "find_version",
            "REGISTRY_MANIFEST", "PROBE_MESSAGES", "probe_logits", "probe_matches"]
 
 REGISTRY_MANIFEST = "docbot_model.json"
@@ -56,14 +57,23 @@ class ModelVersion:
                 f"{self.manifest['registered_at']}")
 
 
+def base_fingerprint(folder: str | Path) -> str:
+    """The fingerprint of a local base model: recorded at conversion for packaged models, else hashed now."""
+    manifest = Path(folder) / MANIFEST_NAME
+    if manifest.is_file():
+        return json.loads(manifest.read_text(encoding="utf-8"))["fingerprint"]
+    return model_fingerprint(folder)
+
+
 def list_versions(models_dir: str | Path, domain: str | None = None) -> list[ModelVersion]:
     """Registered versions, newest first (by version number), of one domain or all."""
     found = []
     for folder in Path(models_dir).glob("*_finetuned_v*"):
         m = _NAME.match(folder.name)
         if m and (domain is None or m["domain"] == domain) and (folder / REGISTRY_MANIFEST).is_file():
-            found.append(ModelVersion(m["domain"], tuple(int(x) for x in m["v"].split(".")), folder,
-                                      json.loads((folder / REGISTRY_MANIFEST).read_text(encoding="utf-8"))))
+            manifest = read_json(folder / REGISTRY_MANIFEST, f"restore it from a backup, or move {folder.name} "
+                                                             f"out of {models_dir} to drop that version")
+            found.append(ModelVersion(m["domain"], tuple(int(x) for x in m["v"].split(".")), folder, manifest))
     return sorted(found, key=lambda v: (v.domain, v.version), reverse=True)
 
 
@@ -176,11 +186,11 @@ def read_adapter_manifest(adapter_dir: Path) -> dict:
     """The training manifest; a bare PEFT adapter (trained elsewhere) gets one from its adapter_config.json."""
     path = adapter_dir / ADAPTER_MANIFEST
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, "train the adapter again, or restore the file")
     config = adapter_dir / "adapter_config.json"
     if not config.is_file():
         raise DocbotError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = read_json(config, "the adapter folder is damaged: copy it again").get("base_model_name_or_path")
     return {"schema_version": 1, "base_model": {"name": base, "location": base, "fingerprint": None},
             "dataset": {}, "config": {}, "losses": {}}
 

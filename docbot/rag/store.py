@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import folder_lock
-from .errors import ConfigError, IndexBusyError, StoreError
+from ..files import folder_lock
+from ..errors import ConfigError, IndexBusyError, StoreError
 
 __all__ = ["Store", "open_store", "TOKEN_ENV"]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._io import jsonl_rows
-from .errors import DocbotError
-from .retrieval import Source
+from ..files import jsonl_rows
+from ..errors import DocbotError
+from ..rag.retrieval import Source
 
 __all__ = ["GoldQuestion", "load_questions", "normalize_answer", "exact_match", "token_f1", "rouge_l",
            "reciprocal_rank", "hit_at_k", "retrieval_scores", "bootstrap_interval", "N_BOOTSTRAP"]

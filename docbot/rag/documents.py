@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DocumentError
+from ..errors import DocumentError
 
 __all__ = ["SUPPORTED_SUFFIXES", "Page", "discover", "read_pages"]
 
 SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md")
+log = logging.getLogger("docbot")
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns per odd object; we report per file instead
 
 
@@ -83,5 +84,7 @@ def _decode_text(path: Path, data: bytes) -> str:
         raise DocumentError(f"{path}: binary content (NUL bytes), not a text file")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        log.warning("%s: not UTF-8 (byte %d), read as Windows-1252 (cp1252); save it as UTF-8 if words look wrong",
+                    path, exc.start + 1)
         return data.decode("cp1252", errors="replace")

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of a chat model on docbot's chat-format data, and the adapter manifest it writes.
 
 This module is self-contained on purpose: it imports only the standard library, torch, transformers, peft, trl
-and datasets, because `docbot.notebook` embeds its source verbatim in the Colab notebook. The notebook and local
+and datasets, because `docbot.tuning.notebook` embeds its source verbatim in the Colab notebook. The notebook and local
 training therefore run the same code.
 
 Training data: JSONL files whose rows hold `messages` (user prompt with the context blocks and the question,
@@ -119,7 +119,7 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     output_dir = Path(output_dir)
     checkpoints = output_dir / "checkpoints"
     train_pairs = read_chat_jsonl(train_file)
-    validation_pairs = read_chat_jsonl(validation_file)
+    validation_pairs = read_chat_jsonl(validation_file) if validation_file is not None else []
     if base_fingerprint is None and Path(base_model).is_dir():
         base_fingerprint = model_fingerprint(base_model)
 
@@ -132,7 +132,8 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     # What a checkpoint must share with this run to be resumed (epochs and max_steps may change between runs).
     run_identity = {
         "base_fingerprint": base_fingerprint, "base_location": str(base_model),
-        "train_sha256": _sha256_file(train_file), "validation_sha256": _sha256_file(validation_file),
+        "train_sha256": _sha256_file(train_file),
+        "validation_sha256": _sha256_file(validation_file) if validation_pairs else None,
         **{k: v for k, v in config.items() if k not in ("num_epochs", "max_steps")},
     }
     last_checkpoint = _prepare_checkpoints(checkpoints, run_identity, resume)
@@ -150,6 +151,8 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
 
     early = early_stopping_patience is not None
+    if early and not validation_pairs:
+        raise ValueError("early stopping needs validation examples; pass a validation file")
     args = SFTConfig(
         output_dir=str(checkpoints),
         learning_rate=config["learning_rate"],
@@ -159,7 +162,7 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
         max_steps=config["max_steps"],
         max_length=config["max_seq_length"],
         seed=config["seed"],
-        eval_strategy="epoch",
+        eval_strategy="epoch" if validation_pairs else "no",
         save_strategy="epoch",
         logging_strategy="epoch",
         load_best_model_at_end=early,
@@ -177,15 +180,16 @@ def train_lora(train_file, validation_file, base_model, output_dir, *, base_mode
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_pairs),
-        eval_dataset=Dataset.from_list(validation_pairs),
+        eval_dataset=Dataset.from_list(validation_pairs) if validation_pairs else None,
         processing_class=tokenizer,
         peft_config=LoraConfig(r=config["lora_rank"], lora_alpha=config["lora_alpha"],
                                lora_dropout=config["lora_dropout"],
                                target_modules=config["lora_target_modules"], task_type="CAUSAL_LM"),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)] if early else None,
     )
-    train_used, validation_used = len(trainer.train_dataset), len(trainer.eval_dataset)
-    if train_used == 0 or validation_used == 0:
+    train_used = len(trainer.train_dataset)
+    validation_used = len(trainer.eval_dataset) if validation_pairs else 0
+    if train_used == 0 or (validation_pairs and validation_used == 0):
         raise ValueError(f"no {'training' if train_used == 0 else 'validation'} example leaves room for an answer "
                          f"within max_seq_length={max_seq_length} tokens; raise max_seq_length")
 

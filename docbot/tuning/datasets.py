@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ._io import folder_lock, jsonl_rows, sha256_file, write_bytes_atomic, write_json_atomic
-from .config import Config
-from .errors import DocbotError
-from .index import StoredChunk
-from .prompts import build_messages
-from .providers import Provider
+from ..files import folder_lock, jsonl_rows, sha256_file, write_bytes_atomic, write_json_atomic
+from ..config import Config
+from ..errors import DocbotError
+from ..rag.index import StoredChunk
+from ..rag.prompts import build_messages
+from ..providers import Provider
 from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
-from .retrieval import Source
+from ..rag.retrieval import Source
 
 __all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs", "prepare_dataset"]
 
@@ -55,8 +55,8 @@ class Record:
 def to_row(record: Record, fmt: str, order: Sequence[int] | None = None) -> dict:
     """The record in one of the guide's formats, with its provenance alongside."""
     blocks = [record.context[i] for i in (order or range(len(record.context)))]
-    prompt = build_messages(record.question, [Source(c.source, c.page, c.id, 1.0, "", c.text) for c in blocks])
-    meta = {"source": record.source, "page": record.page, "chunk_id": record.chunk_id,
+    prompt = build_messages(record.question, [c.block for c in blocks])
+    meta = {"question": record.question, "source": record.source, "page": record.page, "chunk_id": record.chunk_id,
             "generator": record.generator, "raft": record.raft}
     if fmt == "instruction":
         return {"instruction": INSTRUCTION, "input": prompt[-1]["content"], "output": record.answer, **meta}

@@ -9,7 +9,7 @@ from itertools import chain
 
 from .documents import Page
 
-__all__ = ["Chunk", "chunk_pages"]
+__all__ = ["Chunk", "chunk_pages", "cite"]
 
 _WINDOW_CHUNKS = 64  # a page is handed to the splitter in pieces of at most this many chunk sizes
 
@@ -24,6 +24,11 @@ class Chunk:
     page: int | None  # 1-based PDF page; None for text files
     chunk_no: int  # position within its page
     content_hash: str  # sha256 of `text`
+
+
+def cite(source: str, page: int | None) -> str:
+    """How a chunk is named to users and to the model: "file p.N", or "file" for text files."""
+    return source if page is None else f"{source} p.{page}"
 
 
 def chunk_pages(domain: str, source: str, pages: Iterable[Page], size: int, overlap: int) -> list[Chunk]:
