@@ -38,7 +38,6 @@ def main() -> None:
     from docbot.providers.base_models import resolve_base_model
     from docbot.bot import ConfigurableDocBot
     from docbot.tuning.scoring import load_questions
-    from docbot.providers import transformers_local
 
     hf_logging.disable_progress_bar()
     models_dir = ROOT / "models"
@@ -49,7 +48,6 @@ def main() -> None:
                                  documents_dir=str(ROOT / "Documents"))
         report = bot.load_domain(args.domain, progress=False)
 
-        transformers_local._load.cache_clear()
         t0 = time.perf_counter()
         provider = bot.provider
         load_s = time.perf_counter() - t0

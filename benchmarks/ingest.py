@@ -106,7 +106,7 @@ def model_folder() -> str:
 def _embedding_dtype() -> str:
     from docbot.rag import embeddings
 
-    return embeddings._dtype() if hasattr(embeddings, "_dtype") else "float32"
+    return embeddings.compute_dtype()
 
 
 def run_langchain(files: list[Path], work: Path, chunk_size: int, overlap: int) -> dict:
@@ -141,7 +141,7 @@ def run_docbot(docs: Path, work: Path) -> tuple[dict, dict]:
     from docbot.bot import ConfigurableDocBot
 
     bot = ConfigurableDocBot(index_dir=str(work / "docbot_index"), documents_dir=str(docs.parent))
-    embedder = bot._get_embedder()
+    embedder = bot.embedder
     embedder.embed(["warm-up: the model is loaded and has run once before the clock starts"])
     spent = [0.0]
     embed = embedder.embed

@@ -29,13 +29,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as index_dir:
         bot = ConfigurableDocBot(index_dir=index_dir)
         bot.load_domain(args.domain, args.docs, progress=False)
-        retriever = bot._require_retriever()
         print(f"{args.set}: {sum(1 for q in questions if q.source)} questions with a gold source")
         print(f"{'k':>3} {'mode':<8} {'hit@k':>7} {'MRR':>7}")
         for k in args.k:
             for hybrid in (False, True):
-                retriever.hybrid = hybrid
-                s = retrieval_scores(retriever.search, questions, k)
+                s = retrieval_scores(lambda q, n: bot.retrieve(q, n, hybrid=hybrid), questions, k)
                 print(f"{k:>3} {'hybrid' if hybrid else 'vector':<8} {s['hit@k']:>7.3f} {s['mrr']:>7.3f}")
 
 

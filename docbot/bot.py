@@ -64,7 +64,7 @@ class ConfigurableDocBot:
         """
         domain = normalize_domain(name)
         folder = Path(path) if path is not None else self._default_folder(name)
-        index = DomainIndex(self._get_store(), domain, self._get_embedder(), self.config.lock_timeout)
+        index = DomainIndex(self._get_store(), domain, self.embedder, self.config.lock_timeout)
         if not folder.exists() and index.count():
             report = index.as_is(f"no folder {folder} here to sync from; answering from the index as it stands")
         else:
@@ -86,7 +86,7 @@ class ConfigurableDocBot:
         else:
             domain = normalize_domain(name)
             folder = Path(path) if path is not None else self._default_folder(name)
-        report = rebuild_domain(self._get_store(), domain, self._get_embedder(), folder, self.config.chunk_size,
+        report = rebuild_domain(self._get_store(), domain, self.embedder, folder, self.config.chunk_size,
                                 self.config.chunk_overlap, self.config.lock_timeout, progress)
         self.load_domain(domain, folder, progress=False)
         return report
@@ -212,7 +212,9 @@ class ConfigurableDocBot:
         return open_provider(config.provider, model, base_model=config.base_model,
                              ollama_model=config.ollama_model, models_dir=config.models_dir)
 
-    def _get_embedder(self) -> Embedder:
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use."""
         if self._embedder is None:
             self._embedder = Embedder(self.config.embedding_model)
         return self._embedder

@@ -80,8 +80,8 @@ def models_dir(smollm2_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def facts_bot(tmp_path_factory, models_dir):
-    """A bot on the facts domain with the real embedder, real Chroma on disk and the real SmolLM2."""
+def facts_index_bot(tmp_path_factory, models_dir):
+    """A bot on the facts domain with the real embedder, real Chroma on disk and the real SmolLM2, built once."""
     from docbot import ConfigurableDocBot
 
     work = tmp_path_factory.mktemp("facts")
@@ -90,6 +90,15 @@ def facts_bot(tmp_path_factory, models_dir):
                              index_dir=str(work / "index"), models_dir=str(models_dir))
     bot.load_domain("velmora", docs, progress=False)
     return bot
+
+
+@pytest.fixture
+def facts_bot(facts_index_bot):
+    """The session's facts bot with a conversation of its own: no test sees another test's turns."""
+    from docbot import Conversation
+
+    facts_index_bot.conversation = Conversation(facts_index_bot.config.history_turns)
+    return facts_index_bot
 
 
 @pytest.fixture(scope="session")

@@ -191,7 +191,6 @@ def test_empty_and_huge_questions_are_refused_and_the_bot_still_answers(facts_bo
             facts_bot.ask(question)
         assert "\n" not in str(err.value)
     assert facts_bot.retrieve("Brindleweed " * 20_000, k=1)[0].file == "storage.txt"  # search truncates, no crash
-    facts_bot.reset()
     question, fact, file, _ = FACTS[2]
     answer = facts_bot.ask(question)
     assert answer.covered and answer.sources[0].file == file and fact in str(answer)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from conftest import FACTS, write_facts_domain, write_pdf
-from docbot import ConfigurableDocBot, ConfigError, DocbotError, IndexMismatchError
+from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError
 from docbot.rag.retrieval import rrf_fuse
 
 
@@ -15,8 +15,7 @@ from docbot.rag.retrieval import rrf_fuse
 def test_answers_contain_the_fact_and_cite_its_file_and_page(facts_bot):
     correct = 0
     for question, fact, file, page in FACTS:
-        facts_bot.reset()  # each question on its own, whatever the session's earlier tests asked
-        answer = facts_bot.ask(question)
+        answer = facts_bot.ask(question, conversation=Conversation(0))  # each question on its own
         correct += fact.lower() in str(answer).lower()
         assert (file, page) in [(s.file, s.page) for s in answer.sources], (question, answer.sources)
         assert all(s.excerpt and s.chunk_id.startswith("velmora/") for s in answer.sources)
@@ -35,6 +34,18 @@ def test_streaming_yields_pieces_as_they_come_and_carries_sources(facts_bot):
     pieces = list(answer)
     assert len(pieces) > 1
     assert "".join(pieces) == answer.text and "35" in answer.text
+
+
+@pytest.mark.slow
+def test_conversations_are_kept_apart(facts_bot):
+    mine, other = Conversation(2), Conversation(2)
+    answer = facts_bot.ask(FACTS[1][0], conversation=mine)
+    assert [t.question for t in mine.turns] == [FACTS[1][0]] and mine.turns[0].answer == answer.text
+    assert len(other) == 0 and len(facts_bot.conversation) == 0  # the bot's own conversation saw nothing
+    assert mine.search_query("and with food?") == f"{FACTS[1][0]} and with food?"  # a follow-up leans on it
+    assert other.search_query("and with food?") == "and with food?"
+    facts_bot.reset()
+    assert len(mine) == 1  # reset clears the bot's conversation, not one passed in
 
 
 def test_keyword_search_finds_exact_names_among_fused_results(facts_bot):
@@ -94,7 +105,7 @@ def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, models_dir, c
 
 def test_opening_an_index_with_another_embedding_model_is_refused(tmp_path, facts_bot):
     other = tmp_path / "minilm-copy"  # the same weights saved under another name: a different model id
-    facts_bot._get_embedder()._model.save(str(other))
+    facts_bot.embedder._model.save(str(other))
     bot = ConfigurableDocBot(provider="transformers", embedding_model=str(other),
                              documents_dir=facts_bot.config.documents_dir, index_dir=facts_bot.config.index_dir)
     with pytest.raises(IndexMismatchError) as err:

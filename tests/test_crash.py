@@ -124,7 +124,7 @@ def test_a_rebuild_with_another_model_swaps_in_only_when_complete(tmp_path, mode
     def interrupted(texts):
         raise KeyboardInterrupt
     with monkeypatch.context() as patch:  # Ctrl-C halfway through the rebuild: the old index stays as it was
-        patch.setattr(switcher._get_embedder(), "embed", interrupted)
+        patch.setattr(switcher.embedder, "embed", interrupted)
         with pytest.raises(KeyboardInterrupt):
             switcher.reindex("velmora", progress=False)
     assert reader.retrieve("Quorvane dose")[0].file == "handbook.pdf"

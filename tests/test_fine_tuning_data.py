@@ -33,8 +33,8 @@ def bot_writing_to(facts_bot, data_dir):
 
 
 @pytest.fixture(scope="module")
-def prepared(facts_bot, tmp_path_factory):
-    bot = bot_writing_to(facts_bot, tmp_path_factory.mktemp("ft") / "fine_tuning_data")
+def prepared(facts_index_bot, tmp_path_factory):
+    bot = bot_writing_to(facts_index_bot, tmp_path_factory.mktemp("ft") / "fine_tuning_data")
     return bot, bot.prepare_fine_tuning_data(qa_pairs=USER_PAIRS, progress=False)
 
 

