@@ -60,6 +60,7 @@ def main() -> None:
         (tmp / "models").mkdir()
         (tmp / "models" / base.name).symlink_to(base)
         overrides = {"learning_rate": args.learning_rate} if args.learning_rate else {}
+        overrides["max_new_tokens"] = args.max_new_tokens  # the answer length for the chat and the evaluation alike
         bot = ConfigurableDocBot(provider="transformers", index_dir=str(tmp / "index"), models_dir=str(tmp / "models"),
                                  data_dir=str(tmp / "fine_tuning_data"), **overrides)
         c = bot.config
@@ -91,7 +92,7 @@ def main() -> None:
 
         t = time.monotonic()
         sets = ("paraphrases", "validation", "test") if args.with_test else ("paraphrases", "validation")
-        report = bot.evaluate(sets=sets, max_new_tokens=args.max_new_tokens, evaluations_dir=args.out,
+        report = bot.evaluate(sets=sets, evaluations_dir=args.out,
                               retrieval_questions=ROOT / "eval_sets" / f"{args.domain}_test.jsonl")
         print(f"evaluated in {time.monotonic() - t:.0f} s\n", flush=True)
         print(report.table())

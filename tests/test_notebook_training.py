@@ -1,4 +1,4 @@
-"""LoRA training (docbot/training.py) and the Colab notebook (docbot/notebook.py), run for real on the CPU.
+"""LoRA training (docbot/tuning/training.py) and the Colab notebook (docbot/tuning/notebook.py), run for real on the CPU.
 
 The tiny random model checks the mechanics (data, checkpoints, resume, manifest, adapter round trip, notebook
 execution) in seconds; one slow test trains a few steps on the real SmolLM2.

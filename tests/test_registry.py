@@ -22,16 +22,16 @@ FAST = dict(max_steps=2, max_seq_length=512, batch_size=2)
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, facts_bot, smollm2_path):
+def registry(tmp_path_factory, facts_index_bot, smollm2_path):
     """Three versions: v1.0.0, a retrain on the same data (v1.0.1), and one on new data (v1.1.0)."""
     from pathlib import Path
 
     root = tmp_path_factory.mktemp("registry")
     (root / "models").mkdir()
     (root / "models" / Path(smollm2_path).name).symlink_to(smollm2_path)
-    bot = ConfigurableDocBot(config=facts_bot.config.replace(data_dir=str(root / "data"),
+    bot = ConfigurableDocBot(config=facts_index_bot.config.replace(data_dir=str(root / "data"),
                                                              models_dir=str(root / "models")))
-    bot.load_domain(facts_bot.domain, facts_bot.documents_path, progress=False)
+    bot.load_domain(facts_index_bot.domain, facts_index_bot.documents_path, progress=False)
     bot.prepare_fine_tuning_data(formats=("chat",), progress=False)
     first = bot.train(**FAST)
     patch = bot.train(learning_rate=1e-3, **FAST)

@@ -1,7 +1,7 @@
 """The Colab notebook that fine-tunes the base model on a dataset bundle (a zip of chat JSONL files + card).
 
 The notebook is self-contained: it never imports docbot. Its training code is the source of
-`docbot/training.py` and its base-model conversion is the source of `docbot.providers.base_models.convert_gguf`, both
+`docbot/tuning/training.py` and its base-model conversion is the source of `docbot.providers.base_models.convert_gguf`, both
 embedded with `inspect.getsource` when the notebook is built, so Colab runs exactly the code the library runs.
 Run anywhere else (locally, or by nbclient in the tests) it installs nothing and reads `DATA_PATH` instead of
 asking for an upload.

@@ -97,7 +97,7 @@ else:
 TRAINING_CODE_MD = """\
 ## Training code
 
-Generated from docbot's own `docbot/training.py` when this notebook was made, so the notebook trains exactly as
+Generated from docbot's own `docbot/tuning/training.py` when this notebook was made, so the notebook trains exactly as
 the library does: chat examples become prompt/answer pairs (the loss is on the answer only), LoRA through PEFT
 and TRL's `SFTTrainer`, validation loss and a checkpoint every epoch, and a manifest beside the adapter.
 """
