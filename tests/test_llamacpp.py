@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,13 @@ def smol(smollm2_gguf) -> LlamaCppProvider:
 
 
 @pytest.fixture(scope="module")
-def qwen_models(tmp_path_factory) -> Path:
-    """A models folder holding Qwen's joined GGUF: the one full join of this module."""
+def qwen_models(tmp_path_factory) -> Iterator[Path]:
+    """A models folder holding Qwen's joined GGUF: the one full join of this module, deleted after it (pytest
+    keeps the temp folders of the last three runs)."""
     folder = tmp_path_factory.mktemp("models")
     packaged_gguf(QWEN, folder)
-    return folder
+    yield folder
+    (folder / SPEC.gguf_file).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
