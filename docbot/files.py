@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import DocbotError
 
-__all__ = ["write_bytes_atomic", "write_json_atomic", "read_json", "sha256_file", "jsonl_rows", "folder_lock"]
+__all__ = ["write_bytes_atomic", "write_json_atomic", "read_json", "sha256_file", "jsonl_rows", "folder_lock",
+           "fsync_dir"]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -28,7 +29,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextmanager
@@ -87,7 +88,7 @@ def jsonl_rows(data: bytes) -> Iterator[tuple[int, object]]:
                 yield no, exc
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Persist a rename: the directory entry itself must reach the disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:

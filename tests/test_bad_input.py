@@ -283,7 +283,7 @@ def test_a_byte_order_mark_is_refused_by_the_trainer_and_so_flagged_by_the_valid
     ("relevance_threshold", float("nan"), "relevance_threshold must be a finite number, got float nan"),
     ("lora_dropout", 1.0, "lora_dropout must be in [0, 1)"),
     ("lora_target_modules", ("q_proj", 3), "lora_target_modules must be a tuple of strings"),
-    ("provider", "gpt", "provider must be one of auto, transformers, ollama, got 'gpt'"),
+    ("provider", "gpt", "provider must be one of auto, llamacpp, transformers, ollama, got 'gpt'"),
     ("history_turns", -1, "history_turns must be >= 0"),
     ("learning_rate", float("nan"), "learning_rate must be a finite number"),
     ("lock_timeout", float("inf"), "lock_timeout must be a finite number"),

