@@ -31,8 +31,10 @@ TOP_K = 1  # context blocks per answer: the 135M default answered 9/15 dev quest
 RELEVANCE_THRESHOLD = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
 HYBRID_SEARCH = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder also works
-PROVIDER = "auto"  # "auto": Ollama when its server has OLLAMA_MODEL, else the in-process transformers model
-OLLAMA_MODEL = "smollm2:135m"  # model name on the Ollama server (`ollama pull smollm2:135m`)
+PROVIDER = "auto"  # "auto": Ollama when its server has OLLAMA_MODEL, else llama.cpp, else transformers
+ANSWER_MODEL = "Qwen2.5-Coder-0.5B-Instruct"  # the model that answers (llama.cpp); "SmolLM2-135M-Instruct" is faster
+OLLAMA_MODEL = "qwen2.5-coder:0.5b"  # model name on the Ollama server (`ollama pull qwen2.5-coder:0.5b`)
+N_THREADS = 0  # llama.cpp threads; 0 = the cores this process may use
 MAX_NEW_TOKENS = 200  # answer length cap; greedy decoding runs ~30 tokens/s for the 135M model on 2 cores
 HISTORY_TURNS = 2  # earlier question/answer pairs sent with a follow-up question
 

@@ -119,7 +119,7 @@ class ConfigurableDocBot:
         k = k or self.config.top_k
         answer = answer_question(
             question, search=(lambda query: retriever.search(query, k, hybrid)) if retrieval else None,
-            model=(lambda: model) if model is not None else (lambda: self.provider),
+            unknown_terms=retriever.unknown_terms, model=(lambda: model) if model is not None else (lambda: self.provider),
             conversation=self.conversation if conversation is None else conversation,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
             domain=self.domain, stream=stream)
@@ -209,8 +209,9 @@ class ConfigurableDocBot:
     # -- internals --------------------------------------------------------------------------------------------
 
     def _open(self, config: Config, model: str | None) -> Provider:
-        return open_provider(config.provider, model, base_model=config.base_model,
-                             ollama_model=config.ollama_model, models_dir=config.models_dir)
+        return open_provider(config.provider, model, answer_model=config.answer_model,
+                             ollama_model=config.ollama_model, models_dir=config.models_dir,
+                             n_threads=config.n_threads)
 
     @property
     def embedder(self) -> Embedder:

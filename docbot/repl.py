@@ -17,6 +17,7 @@ from .bot import ConfigurableDocBot
 from .config import settings_file
 from .errors import DocbotError
 from .providers import PROVIDER_CHOICES
+from .rag.evidence import highlight
 
 __all__ = ["main"]
 
@@ -141,6 +142,17 @@ class Repl:
             print(file=self.out)  # end the partial answer's line; the error follows on its own
             raise
         print(file=self.out)
+        evidence = answer.evidence
+        if evidence is not None and evidence.sentences:
+            if not evidence.supported:
+                print("Not found in the cited blocks; the closest they come:", file=self.out)
+            else:
+                print("Evidence:", file=self.out)
+            for sentence in evidence.sentences:
+                text = clean(sentence)
+                print(f"  > {highlight(text, evidence.keywords) if self.out.isatty() else text}", file=self.out)
+        elif evidence is not None and not evidence.supported:
+            print("Not found in the cited blocks.", file=self.out)
         if answer.sources:
             print(f"Sources ({answer.model}):", file=self.out)
             for n, src in enumerate(answer.sources, start=1):

@@ -8,6 +8,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DOCBOT_CONFIG", str(REPO / "tests" / "machinery_settings.py"))  # SmolLM2 answers (fast)
+
+
+class ScriptedModel:
+    """A provider that streams a fixed text in small pieces, as a looping small model would: what the guards and
+    the evidence check get to see, without a model's randomness in the test."""
+
+    name = "scripted"
+
+    def __init__(self, text: str, piece: int = 4) -> None:
+        self.model, self.text, self.piece, self.sent = "scripted", text, piece, 0
+
+    def stream(self, messages, max_new_tokens):
+        for i in range(0, len(self.text), self.piece):
+            self.sent += 1
+            yield self.text[i:i + self.piece]
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.model}"
 
 
 @pytest.fixture(scope="session")

@@ -24,23 +24,26 @@ PROVIDERS = ("llamacpp", "transformers", "ollama")  # every runtime docbot can a
 PROVIDER_CHOICES = ("auto", *PROVIDERS)  # "auto": the best one that is available here
 
 
-def open_provider(kind: str, model: str | None, *, base_model: str, ollama_model: str, models_dir: str) -> Provider:
-    """The provider `kind` with `model` (default: `base_model` in process, `ollama_model` on a server).
+def open_provider(kind: str, model: str | None, *, answer_model: str, ollama_model: str, models_dir: str,
+                  n_threads: int = 0) -> Provider:
+    """The provider `kind` with `model` (default: `answer_model` in process, `ollama_model` on a server).
 
-    "llamacpp" takes a packaged model name or a .gguf file. "auto" runs a .gguf file with llama.cpp, a local
-    folder or packaged model with transformers, else Ollama when a server has the model, else the in-process
-    default.
+    "llamacpp" takes a packaged model name or a .gguf file; "transformers" a packaged model, a folder or a hub id.
+    "auto" prefers an Ollama server that has the model, then llama.cpp (a packaged model or a .gguf file), then
+    transformers (a model folder or hub id).
     """
     if kind == "auto":
-        if model is not None and model.lower().endswith(".gguf") and Path(model).is_file():
-            kind = "llamacpp"
-        elif model is not None and (Path(model).is_dir() or model in PACKAGED_MODELS):
+        if model is None and ollama_serves(ollama_model):
+            kind = "ollama"
+        elif model is not None and Path(model).is_dir():
             kind = "transformers"
+        elif model is None or model in PACKAGED_MODELS or model.lower().endswith(".gguf"):
+            kind = "llamacpp"
         else:
-            kind = "ollama" if ollama_serves(model or ollama_model) else "transformers"
+            kind = "ollama" if ollama_serves(model) else "transformers"
     if kind == "ollama":
         return OllamaProvider(model or ollama_model)
-    name = model or base_model
+    name = model or answer_model
     if kind == "llamacpp":
-        return LlamaCppProvider(str(resolve_gguf(name, models_dir)), label=name)
+        return LlamaCppProvider(str(resolve_gguf(name, models_dir)), label=name, n_threads=n_threads or None)
     return TransformersProvider(resolve_base_model(name, models_dir), label=name)

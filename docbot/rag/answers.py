@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from ..errors import DocbotError
 from ..providers import Provider
 from .conversation import Conversation
-from .guards import until_repeat
-from .prompts import NOT_COVERED, build_messages, build_messages_without_context
+from .evidence import Evidence, check_answer
+from .guards import GuardReport, guarded
+from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
 
 __all__ = ["Answer", "StreamingAnswer", "answer_question", "check_question", "MAX_QUESTION_CHARS"]
@@ -21,25 +22,33 @@ MAX_QUESTION_CHARS = 4000  # about 1,000 tokens: more would push the context blo
 
 @dataclass
 class Answer:
-    """A finished answer. `covered` is False when no retrieved chunk was relevant and no model was asked."""
+    """A finished answer. `covered` is False for a decline: no relevant block (no model was asked), a question
+    naming what the domain never mentions, or the model's own "not in the documents"; the text is then
+    `NOT_COVERED`. `guard` holds the model's raw text and why the guard stopped it, if it did."""
 
     text: str
     sources: list[Source] = field(default_factory=list)
     model: str = ""
     covered: bool = True
+    guard: GuardReport = field(default_factory=GuardReport)
+    evidence: Evidence | None = None  # the cited blocks' sentences behind the answer; None without blocks
 
     def __str__(self) -> str:
         return self.text
 
 
 class StreamingAnswer:
-    """An answer still being written: iterate it for text pieces; `sources` are known from the start."""
+    """An answer still being written: iterate it for text pieces; `sources` are known from the start, `covered`
+    and `text` once it is complete."""
 
     def __init__(self, pieces: Iterator[str], sources: list[Source], model: str,
-                 on_done: Callable[[str], None] = lambda text: None, covered: bool = True) -> None:
+                 on_done: Callable[[StreamingAnswer], None] = lambda answer: None, covered: bool = True,
+                 guard: GuardReport | None = None) -> None:
         self.sources = sources
         self.model = model
         self.covered = covered
+        self.guard = guard or GuardReport()
+        self.evidence: Evidence | None = None
         self.text = ""
         self._pieces = pieces
         self._on_done = on_done
@@ -57,7 +66,7 @@ class StreamingAnswer:
                 yield piece
         finally:
             self.text = "".join(parts)
-        self._on_done(self.text)  # only a complete answer joins the conversation history
+        self._on_done(self)  # only a complete answer joins the conversation
 
     def close(self) -> None:
         """Stop generating (the REPL calls this on Ctrl-C)."""
@@ -65,32 +74,78 @@ class StreamingAnswer:
         if close:
             close()
 
-    def __str__(self) -> str:
+    def finished(self) -> Answer:
+        """The complete answer (generated now if it was not iterated yet)."""
         for _ in self:
             pass
-        return self.text
+        return Answer(self.text.strip(), self.sources, self.model, self.covered, self.guard, self.evidence)
+
+    def __str__(self) -> str:
+        return self.finished().text
 
 
-def answer_question(question: str, *, search: Callable[[str], list[Source]] | None, model: Callable[[], Provider],
+def answer_question(question: str, *, search: Callable[[str], list[Source]] | None,
+                    unknown_terms: Callable[[str], list[str]], model: Callable[[], Provider],
                     conversation: Conversation, relevance_threshold: float, max_new_tokens: int, domain: str,
                     stream: bool = False) -> Answer | StreamingAnswer:
-    """Answer `question`: search (None: retrieval off, the model answers from its weights), keep the blocks at or
-    above the relevance threshold, decline when none is, else prompt the model (loaded only then) and guard its
-    stream. A complete answer joins `conversation`."""
+    """Answer `question` from the domain, or decline with `NOT_COVERED`.
+
+    A follow-up is resolved against the conversation first. With `search` None (retrieval off) the model answers
+    from its weights alone. Otherwise the question declines without asking the model when no block reaches the
+    relevance threshold or when it names something the domain never mentions (`unknown_terms`), and the model is
+    told to reply `DECLINE_REPLY` when the blocks lack the answer. The model's stream goes through the guards.
+    """
     question = check_question(question)
+    standalone = conversation.resolve(question)
+    declined = NOT_COVERED.format(domain=domain)
     if search is None:
         relevant: list[Source] = []
-        messages = build_messages_without_context(question)
+        messages = build_messages_without_context(standalone)
     else:
-        relevant = [s for s in search(conversation.search_query(question)) if s.score >= relevance_threshold]
-        if not relevant:
-            text = NOT_COVERED.format(domain=domain)
-            return StreamingAnswer(iter([text]), [], "", covered=False) if stream else Answer(text, [], "", False)
-        messages = build_messages(question, [s.block for s in relevant], conversation.history())
+        relevant = [s for s in search(standalone) if s.score >= relevance_threshold]
+        if not relevant or unknown_terms(question):
+            answer = StreamingAnswer(iter([declined]), [], "", covered=False)
+            return answer if stream else answer.finished()
+        messages = build_messages(standalone, [s.block for s in relevant])
     provider = model()
-    answer = StreamingAnswer(until_repeat(provider.stream(messages, max_new_tokens)), relevant, str(provider),
-                             on_done=lambda text: conversation.add(question, text.strip(), relevant))
-    return answer if stream else Answer(str(answer).strip(), relevant, str(provider))
+    guard = GuardReport()
+
+    def done(answer: StreamingAnswer) -> None:
+        if answer.text == declined:
+            answer.covered, answer.sources = False, []
+        elif relevant:
+            answer.evidence = check_answer(answer.text, [s.block for s in relevant])
+        conversation.add(standalone, answer.text.strip(), answer.sources)  # a chain of follow-ups keeps its subject
+
+    pieces = _declines(guarded(provider.stream(messages, max_new_tokens), guard), declined)
+    answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
+    return answer if stream else answer.finished()
+
+
+def _declines(pieces: Iterator[str], declined: str) -> Iterator[str]:
+    """The model's pieces, except that a reply beginning with `DECLINE_REPLY` becomes the fixed decline sentence:
+    text that may still turn into it is held back until it cannot."""
+    wanted, held = _norm(DECLINE_REPLY), ""
+    try:
+        for piece in pieces:
+            if held is None:
+                yield piece
+                continue
+            held += piece
+            if _norm(held).startswith(wanted):
+                yield declined
+                return
+            if not wanted.startswith(_norm(held)):
+                yield held
+                held = None
+        if held:
+            yield held
+    finally:
+        getattr(pieces, "close", lambda: None)()
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("'", "").split())
 
 
 def check_question(question: str) -> str:

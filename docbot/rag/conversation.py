@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .retrieval import Source
 
-__all__ = ["Conversation", "Turn"]
+__all__ = ["Conversation", "Turn", "leans_on_previous"]
 
-FOLLOW_UP_WORDS = 6  # a question this short, asked after another, is searched together with the one before
+# A question leans on the previous turn when it opens like a continuation ("And how often?", "What about
+# children?"), or is short and points back ("What must they wear there?"), or names almost nothing ("On which days?").
+# A brief question that names its own subject ("How long are children's records kept?") stands alone.
+_CONTINUES = re.compile(r"^(and|but|also|or|so|then|what about|how about|same)\b", re.I)
+_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|there|he|she|him|his|her)\b", re.I)
+_FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many", "much", "long", "often", "is",
+           "are", "was", "were", "do", "does", "did", "can", "must", "should", "the", "a", "an", "of", "on", "in",
+           "at", "for", "to", "and", "or", "about", "with", "by", "i", "we", "you", "take", "last", "get", "need",
+           "use", "happen", "mean", "cost", "have", "has", "go", "come", "say"}  # words that name no subject
+SHORT_QUESTION_WORDS = 10  # pointing back counts only in a question this short; longer ones carry their subject
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,10 @@ class Conversation:
         """Forget every turn: the next question is read on its own."""
         self._turns.clear()
 
-    def search_query(self, question: str) -> str:
-        """What to search for: a short question after another is searched together with the previous one."""
-        if self._turns and len(question.split()) <= FOLLOW_UP_WORDS:
+    def resolve(self, question: str) -> str:
+        """The question as it stands alone: a follow-up gets the previous question in front of it (for the search
+        and for the prompt), any other question is itself."""
+        if self._turns and leans_on_previous(question):
             return f"{self._turns[-1].question} {question}"
         return question
 
@@ -54,3 +65,13 @@ class Conversation:
 
     def __len__(self) -> int:
         return len(self._turns)
+
+
+def leans_on_previous(question: str) -> bool:
+    """Whether `question` can only be understood with the turn before it."""
+    words = re.findall(r"[\w'-]+", question.lower())
+    if _CONTINUES.match(question.strip()):
+        return True
+    if len(words) <= SHORT_QUESTION_WORDS and _POINTS_BACK.search(question):
+        return True
+    return sum(w not in _FILLER for w in words) <= 1

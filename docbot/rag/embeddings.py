@@ -31,6 +31,11 @@ class Embedder:
         self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
 
+    def is_common_word(self, word: str) -> bool:
+        """Whether `word` is a whole word of the model's vocabulary (about 30,000 common English words): names of
+        drugs, places and products mostly are not."""
+        return word.lower() in self._model.tokenizer.get_vocab()
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 array of shape (len(texts), dimension), each row of unit length (cosine = dot product)."""
         if not texts:

@@ -24,13 +24,14 @@ from ..files import sha256_file, write_json_atomic
 from ..providers import Provider
 from ..rag.answers import Answer
 from ..rag.conversation import Conversation
+from ..rag.guards import count_loops
 from ..rag.retrieval import Source
 from . import finetuned
 from .heldout import QuestionSet, held_out_paraphrases, validation_questions
 from .registry import ModelVersion, list_versions
 from .report import EvaluationReport, new_report_dir, write_chart
-from .scoring import (N_BOOTSTRAP, bootstrap_interval, exact_match, hit_at_k, load_questions, reciprocal_rank,
-                      rouge_l, token_f1)
+from .scoring import (N_BOOTSTRAP, bootstrap_interval, contains_answer, exact_match, hit_at_k, load_questions,
+                      reciprocal_rank, rouge_l, token_f1)
 
 __all__ = ["Asker", "ARMS", "DEFAULT_SETS", "evaluate"]
 
@@ -81,28 +82,27 @@ def evaluate(asker: Asker, questions: str | Path | None = None, *, domain: str, 
     models = {"base": finetuned.base_provider(target, config) if target else None,
               "fine-tuned": finetuned.load(target, config) if target else None}
 
-    answerable = [[q for q in qs.questions if q.answer is not None] for qs in question_sets]
-    ranked = {q.question: asker.retrieve(q.question, depth) for group in answerable for q in group}
-    predictions: list[dict[str, list[str]]] = [{arm: [] for arm in arms} for _ in question_sets]
+    ranked = {q.question: asker.retrieve(q.question, depth) for qs in question_sets for q in qs.questions}
+    replies: list[dict[str, list[Answer]]] = [{arm: [] for arm in arms} for _ in question_sets]
     labels = {}
     from tqdm.auto import tqdm
 
-    with tqdm(total=sum(map(len, answerable)) * len(arms), desc="Evaluating", unit="answer", file=sys.stderr,
-              disable=not progress) as bar:
+    with tqdm(total=sum(len(qs.questions) for qs in question_sets) * len(arms), desc="Evaluating", unit="answer",
+              file=sys.stderr, disable=not progress) as bar:
         for arm in arms:
             model = models["fine-tuned" if arm.startswith("fine-tuned") else "base"]
             _seed_everything(seed)
-            for i, group in enumerate(answerable):
-                bar.set_postfix_str(f"{arm} on {question_sets[i].name}")
-                for q in group:
+            for i, qs in enumerate(question_sets):
+                bar.set_postfix_str(f"{arm} on {qs.name}")
+                for q in qs.questions:  # off-topic questions too: does the arm decline them?
                     answer = asker.ask(q.question, k, retrieval=arm.endswith("+retrieval"), model=model,
                                        conversation=Conversation(max_turns=0))
-                    predictions[i][arm].append(answer.text)
+                    replies[i][arm].append(answer)
                     labels[arm.split("+")[0]] = labels.get(arm.split("+")[0]) or answer.model or None
                     bar.update()
 
-    set_reports = [_score_set(qs, group, preds, ranked, arms, k, depth, n_bootstrap, seed)
-                   for qs, group, preds in zip(question_sets, answerable, predictions)]
+    set_reports = [_score_set(qs, answers, ranked, arms, k, depth, n_bootstrap, seed)
+                   for qs, answers in zip(question_sets, replies)]
     base_name = target.manifest["adapter"]["base_model"]["name"] if target else labels.get("base")
     data = {
         "schema_version": 2, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "domain": domain,
@@ -194,21 +194,33 @@ def _test_set(config: Config, domain: str) -> Path | None:
     return None
 
 
-def _score_set(qs: QuestionSet, group, preds, ranked, arms, k, depth, n_bootstrap, seed) -> dict:
+def _score_set(qs: QuestionSet, answers: dict[str, list[Answer]], ranked, arms, k, depth, n_bootstrap,
+               seed) -> dict:
+    """Per arm: the answer metrics and wrong declines on the answerable questions, the decline rate on the
+    off-topic ones (retrieval arms: without blocks nothing declines), and loops on all of them."""
+    group = [q for q in qs.questions if q.answer is not None]
+    off_topic = [j for j, q in enumerate(qs.questions) if q.answer is None]
     scored = {}
     for arm in arms:
-        scores = {m: [fn(p, q.answer) for p, q in zip(preds[arm], group)]
-                  for m, fn in (("exact_match", exact_match), ("f1", token_f1), ("rouge_l", rouge_l))}
+        replies = [a for a, q in zip(answers[arm], qs.questions) if q.answer is not None]
+        scores = {m: [fn(a.text, q.answer) for a, q in zip(replies, group)]
+                  for m, fn in (("accuracy", contains_answer), ("exact_match", exact_match), ("f1", token_f1),
+                                ("rouge_l", rouge_l))}
         if arm.endswith("+retrieval"):
             with_source = [q for q in group if q.source]
             scores["hit_at_k"] = [hit_at_k(ranked[q.question], q, k) for q in with_source]
             scores["mrr"] = [reciprocal_rank(ranked[q.question][:depth], q) for q in with_source]
+            scores["wrongly_declined"] = [float(not a.covered) for a in replies]
+            scores["declined"] = [float(not answers[arm][j].covered) for j in off_topic]
         scored[arm] = {m: bootstrap_interval(v, n_bootstrap, seed) for m, v in scores.items()}
-    return {"name": qs.name, "description": qs.description, "n": len(group),
-            "skipped": len(qs.questions) - len(group), "arms": scored,
+        scored[arm]["raw_loops"] = sum(count_loops(a.guard.raw) > 0 for a in answers[arm])
+        scored[arm]["guard_fired"] = sum(bool(a.guard.fired) for a in answers[arm])
+    return {"name": qs.name, "description": qs.description, "n": len(group), "off_topic": len(off_topic),
+            "skipped": len(off_topic), "arms": scored,
             "questions": [{"id": q.id, "question": q.question, "answer": q.answer, "source": q.source,
                            "page": q.page, "retrieved": [str(s) for s in ranked[q.question][:depth]],
-                           "predictions": {arm: preds[arm][j] for arm in arms}} for j, q in enumerate(group)]}
+                           "predictions": {arm: answers[arm][j].text for arm in arms}}
+                          for j, q in enumerate(qs.questions)]}
 
 
 def _seed_everything(seed: int) -> None:

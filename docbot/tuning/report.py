@@ -13,10 +13,12 @@ from ..errors import DocbotError
 __all__ = ["EvaluationReport", "ANSWER_METRICS", "RETRIEVAL_METRICS", "list_evaluations", "new_report_dir",
            "write_chart"]
 
-ANSWER_METRICS = ("exact_match", "f1", "rouge_l")
-RETRIEVAL_METRICS = ("hit_at_k", "mrr")
+ANSWER_METRICS = ("accuracy", "exact_match", "f1", "rouge_l")
+RETRIEVAL_METRICS = ("hit_at_k", "mrr", "wrongly_declined", "declined")
 
-_LABELS = {"exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L", "hit_at_k": "hit@{k}", "mrr": "MRR@{depth}"}
+_LABELS = {"accuracy": "answer in reply", "exact_match": "EM", "f1": "F1", "rouge_l": "ROUGE-L",
+           "hit_at_k": "hit@{k}", "mrr": "MRR@{depth}", "wrongly_declined": "wrongly declined",
+           "declined": "off-topic declined"}
 
 
 @dataclass
@@ -41,13 +43,16 @@ class EvaluationReport:
                  f"on domain '{self.data['domain']}' (greedy, seed {settings['seed']}, {settings['k']} block(s), "
                  f"95% bootstrap intervals from {settings['n_bootstrap']} resamples)"]
         for s in self.data["sets"]:
-            lines += ["", f"{s['description']}: {s['n']} question(s)" +
-                      (f", {s['skipped']} without a gold answer skipped" if s.get("skipped") else "")]
+            lines += ["", f"{s['description']}: {s['n']} answerable and {s.get('off_topic', 0)} off-topic "
+                          f"question(s)"]
             metrics = [*ANSWER_METRICS, *RETRIEVAL_METRICS]
             lines.append((f"  {'arm':<22}" + "".join(f"{label[m]:<{cell}}" for m in metrics)).rstrip())
             for arm in self.data["arms"]:
                 row = s["arms"][arm]
                 lines.append(f"  {arm:<22}" + "".join(f"{_fmt_ci(row.get(m)):<{cell}}" for m in metrics).rstrip())
+            lines.append("  loops in the raw stream / guard fired: " + ", ".join(
+                f"{arm} {s['arms'][arm].get('raw_loops', 0)}/{s['arms'][arm].get('guard_fired', 0)}"
+                for arm in self.data["arms"]))
         r = self.data.get("retrieval")
         if r:
             lines += ["", f"Retrieval on {r['questions']} ({r['n']} question(s) with a gold source)",

@@ -19,7 +19,7 @@ from ..files import jsonl_rows
 from ..errors import DocbotError
 from ..rag.retrieval import Source
 
-__all__ = ["GoldQuestion", "load_questions", "normalize_answer", "exact_match", "token_f1", "rouge_l",
+__all__ = ["GoldQuestion", "load_questions", "normalize_answer", "contains_answer", "exact_match", "token_f1", "rouge_l",
            "reciprocal_rank", "hit_at_k", "retrieval_scores", "bootstrap_interval", "N_BOOTSTRAP"]
 
 N_BOOTSTRAP = 1000
@@ -83,6 +83,12 @@ def normalize_answer(text: str) -> str:
     """SQuAD's normalisation: lower case, punctuation removed, articles (a, an, the) removed, whitespace collapsed."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def contains_answer(prediction: str, gold: str) -> float:
+    """1.0 when the gold answer occurs in the reply (normalised as for exact match): a right answer in a sentence
+    ("The maximum daily dose is 40 mg.") counts, which exact match misses."""
+    return float(f" {normalize_answer(gold)} " in f" {normalize_answer(prediction)} ")
 
 
 def exact_match(prediction: str, gold: str) -> float:

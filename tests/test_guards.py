@@ -1,0 +1,80 @@
+"""The guards on a model's stream: no repeated sentence and no looping phrase reaches the user, the model's own
+"not in the documents" becomes the one decline sentence, and follow-ups are told from new questions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FACTS, REPO, ScriptedModel
+from docbot import Conversation
+from docbot.rag.conversation import leans_on_previous
+from docbot.rag.guards import GuardReport, count_loops, guarded
+from docbot.rag.prompts import NOT_COVERED
+
+
+def run(text: str, piece: int = 3) -> tuple[str, GuardReport]:
+    report = GuardReport()
+    shown = "".join(guarded(iter([text[i:i + piece] for i in range(0, len(text), piece)]), report))
+    assert text.startswith(shown)  # held back or cut, never changed
+    return shown, report
+
+
+@pytest.mark.parametrize("text, shown, fired", [
+    ("The maximum daily dose of Zorvexin for children is 40 mg. " * 12,
+     "The maximum daily dose of Zorvexin for children is 40 mg. ", "repeated sentence"),
+    ("Keep it cold.\nCheck daily.\nKeep it cold.\nMore.", "Keep it cold.\nCheck daily.\n", "repeated sentence"),
+    ("40 mg.The maximum daily dose is 40 mg.The maximum daily dose is 40 mg.", "40 mg.The maximum daily dose is 40 mg.",
+     "repeated sentence"),
+    ("The Records Officer reviews it every week. The Records Officer also keeps the keys.",
+     "The Records Officer reviews it every week. The Records Officer also keeps the keys.", None),
+    ("Yes. Yes, visitors may.", "Yes. Yes, visitors may.", None),
+])
+def test_a_repeated_sentence_is_held_back_and_stops_the_answer(text, shown, fired):
+    got, report = run(text)
+    assert got == shown and report.fired == fired
+
+
+def test_a_looping_phrase_without_full_stops_is_cut_before_its_third_run():
+    text = "Paris. " + "The text ends with: " * 40
+    shown, report = run(text)
+    assert report.fired == "looping phrase" and count_loops(text) > 0 and count_loops(shown) == 0
+    assert shown.count("The text ends with:") <= 3 and len(shown) < 100
+
+
+def test_a_scripted_looping_model_is_stopped_through_the_answer_path(facts_bot):
+    looping = ScriptedModel("The maximum daily dose of Quorvane is 35 mg. " * 50)
+    answer = facts_bot.ask(FACTS[1][0], model=looping, conversation=Conversation(0))
+    assert answer.text == "The maximum daily dose of Quorvane is 35 mg." and answer.guard.fired
+    assert looping.sent < 40  # generation was stopped, not read to its end
+    assert count_loops(answer.guard.raw) == 0  # the model was closed before it could loop three times
+
+
+def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
+    declining = ScriptedModel("That is not in the documents. It may be in another source.", piece=2)
+    answer = facts_bot.ask("What is the fire code at Velmora on Sundays?", model=declining,
+                           conversation=Conversation(0), stream=True)
+    assert "".join(answer) == NOT_COVERED.format(domain="velmora")
+    assert not answer.covered and answer.sources == []
+    almost = facts_bot.ask(FACTS[4][0], model=ScriptedModel("That is Code Tangerine."), conversation=Conversation(0))
+    assert almost.text == "That is Code Tangerine." and almost.covered  # a reply that only starts alike
+
+
+def test_a_question_naming_what_the_domain_never_mentions_is_declined_without_the_model(facts_bot):
+    silent = ScriptedModel("should never be asked")
+    answer = facts_bot.ask("What is the maximum daily dose of ibuprofen?", model=silent, conversation=Conversation(0))
+    assert not answer.covered and answer.text == NOT_COVERED.format(domain="velmora") and silent.sent == 0
+    assert facts_bot.retrieve("ibuprofen")  # the search itself finds blocks: the unknown word decides
+
+
+def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
+    rows = [json.loads(line) for line in (REPO / "eval_sets" / "medical_turns_dev.jsonl").read_text().splitlines()]
+    assert all(leans_on_previous(r["then"]) == (r["kind"] == "follow-up") for r in rows)
+    standalone = [json.loads(line)["question"] for line in
+                  (REPO / "eval_sets" / "medical_dev.jsonl").read_text().splitlines()]
+    assert not any(leans_on_previous(q) for q in standalone)
+    chat = Conversation(2)
+    chat.add("Who reviews the ClearChart access log?", "The Records Officer.")
+    assert chat.resolve("And how often?") == "Who reviews the ClearChart access log? And how often?"
+    assert chat.resolve("How long are children's records kept?") == "How long are children's records kept?"
