@@ -52,7 +52,8 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, models_dir):
+@pytest.mark.parametrize("provider", ["transformers", "llamacpp"])
+def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, models_dir, provider):
     """In a real terminal (a pty), as a user presses Ctrl-C while the answer streams, then while a domain loads."""
     import fcntl
     import pty
@@ -68,7 +69,7 @@ def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, 
     if pid == 0:  # the child: the chatbot
         os.chdir(tmp_path)
         os.environ["DOCBOT_HISTORY"] = str(tmp_path / "history")
-        os.execv(sys.executable, [sys.executable, str(REPO / "rag_chat.py"), "--provider", "transformers"])
+        os.execv(sys.executable, [sys.executable, str(REPO / "rag_chat.py"), "--provider", provider])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 0 x 0 terminal hides progress bars
     seen = b""
 

@@ -1,0 +1,92 @@
+"""Answer quality with the default model (Qwen2.5-Coder-0.5B-Instruct through llama.cpp) on the sample Medical
+domain, typed into the chatbot as a user would: facts, a follow-up, a brief new topic, a decline, no loop."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, ScriptedModel
+from docbot import Conversation
+from docbot.rag.prompts import NOT_COVERED
+
+SESSION = [  # (typed, facts the answer must contain, the file it must cite; None: a decline)
+    ("What is the maximum daily dose of Zorvexin for adults?", ["40 mg"], "formulary.pdf"),
+    ("How long are children's records kept?", ["25th birthday"], "patient_records.md"),  # brief, a new topic
+    ("Who reviews the access log, and how often?", ["Records Officer", "every week"], "patient_records.md"),
+    ("and how often must passwords be changed?", ["90 days"], "patient_records.md"),  # leans on the turn before
+    ("What is the capital of France?", [], None),
+]
+
+
+@pytest.fixture(scope="module")
+def default_bot(tmp_path_factory):
+    """The sample Medical domain answered by the default model, as `python rag_chat.py` would."""
+    from docbot import ConfigurableDocBot
+    from docbot.config import Config
+
+    defaults = Config()
+    bot = ConfigurableDocBot(config=defaults.replace(index_dir=str(tmp_path_factory.mktemp("index")),
+                                                     documents_dir=str(REPO / "Documents"),
+                                                     models_dir=str(REPO / "models"), provider="llamacpp"))
+    bot.load_domain("medical", progress=False)
+    return bot
+
+
+@pytest.mark.slow
+def test_the_five_turn_session_typed_into_the_chatbot(tmp_path):
+    env = {**os.environ, "DOCBOT_CONFIG": str(REPO / "fine_tuning_config.py"), "NO_COLOR": "1",
+           "DOCBOT_HISTORY": str(tmp_path / "history"), "DOCBOT_HOME": str(tmp_path / "home")}
+    (tmp_path / "Documents").symlink_to(REPO / "Documents")
+    (tmp_path / "models").symlink_to(REPO / "models")
+    typed = "".join(f"{question}\n" for question, _, _ in SESSION) + "quit\n"
+    done = subprocess.run([sys.executable, str(REPO / "rag_chat.py"), "--provider", "llamacpp"], input=typed,
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model: llamacpp:Qwen2.5-Coder-0.5B-Instruct" in done.stderr
+    replies = done.stdout.split("medical> ")[1:len(SESSION) + 1]
+    for (question, facts, source), reply in zip(SESSION, replies):
+        answer = reply.split("\nEvidence:")[0].split("\nSources")[0].split("\nNot found")[0]
+        if source is None:
+            assert answer.strip() == NOT_COVERED.format(domain="medical"), (question, reply)
+            assert "Sources" not in reply
+            continue
+        assert all(fact.lower() in answer.lower() for fact in facts), (question, reply)
+        assert re.search(rf"\[1\] {re.escape(source)}", reply), (question, reply)
+        sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", answer) if s.strip()]
+        assert len(sentences) == len(set(sentences)), (question, reply)  # no repeated sentence reached the user
+    assert "error:" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", ["What is the maximum daily dose of ibuprofen for adults?",
+                                      "How do I bake sourdough bread?",
+                                      "Who won the 2018 FIFA World Cup?"])
+def test_off_topic_questions_are_declined(default_bot, question):
+    answer = default_bot.ask(question, conversation=Conversation(0))
+    assert not answer.covered and answer.text == NOT_COVERED.format(domain="medical") and not answer.sources
+
+
+@pytest.mark.slow
+def test_a_follow_up_and_a_brief_new_topic_are_each_searched_right(default_bot):
+    chat = Conversation(2)
+    default_bot.ask("Which company collects the clinic's clinical waste?", conversation=chat)
+    follow_up = default_bot.ask("On which days?", conversation=chat)
+    assert "Tuesdays and Fridays" in follow_up.text and follow_up.sources[0].file == "infection_control.pdf"
+    new_topic = default_bot.ask("What is the laboratory extension?", conversation=chat)
+    assert "2560" in new_topic.text and new_topic.sources[0].file == "lab_services.txt"
+
+
+@pytest.mark.slow
+def test_evidence_comes_from_the_cited_block_and_a_wrong_answer_is_flagged(default_bot):
+    answer = default_bot.ask("What is the maximum daily dose of Zorvexin for adults?", conversation=Conversation(0))
+    assert answer.evidence.supported and answer.evidence.sentences
+    assert all(sentence in " ".join(answer.sources[0].text.split()) for sentence in answer.evidence.sentences)
+    wrong = default_bot.ask("What is the maximum daily dose of Zorvexin for adults?", conversation=Conversation(0),
+                            model=ScriptedModel("The maximum daily dose of Zorvexin for adults is 90 mg."))
+    assert wrong.covered and not wrong.evidence.supported
+    assert "40 mg" in " ".join(wrong.evidence.sentences)  # the closest evidence, shown instead
