@@ -1,20 +1,26 @@
-"""Answer latency of the in-process model: load time, time to first token and tokens/s on the Medical domain.
+"""Answer speed and memory, runtime against runtime: the same questions through docbot's own answer path.
 
-    python benchmarks/answer.py [--set eval_sets/medical_dev.jsonl] [-n 5] [--domain medical]
+    python benchmarks/answer.py [-n 6] [--set eval_sets/medical_dev.jsonl] [--threads N]
 
-The model is the packaged SmolLM2-135M-Instruct, from its converted folder under models/ (converted first, untimed,
-if missing). Load time: building the provider with the loader's cache cleared (tokenizer + fp32 weights from disk).
-Then, for the first `-n` questions of the set, each asked afresh (no conversation history) with
-`bot.ask(q, stream=True)`: time to first token is from the call (retrieval, prompt, prefill) to the first streamed
-text; tokens are counted with the model's own tokenizer over the streamed text; tokens/s is the decoding rate after
-the first piece of text arrived. Medians are printed last.
+Each configuration runs in its own process (so its peak memory is its own), on the first `-n` answerable questions
+of the set, each asked afresh with `bot.ask(q, stream=True)`:
+- load: building the provider (a packaged model is joined or converted first, untimed);
+- first text: from the call (search, prompt, prefill, guards) to the first text shown to the user;
+- whole answer: from the call to the last piece;
+- peak memory: the process's maximum resident set size.
+Configurations: the default (Qwen2.5-Coder-0.5B on llama.cpp), the same model de-quantized on transformers, SmolLM2
+on both runtimes, and the old default (SmolLM2 on transformers with TOP_K=1). The ratios compare the runtimes on
+the same model.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,63 +30,78 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+QWEN, SMOL = "Qwen2.5-Coder-0.5B-Instruct", "SmolLM2-135M-Instruct"
+CONFIGS = {  # name -> (provider, model, overrides)
+    "default: Qwen-0.5B on llama.cpp": ("llamacpp", QWEN, {}),
+    "Qwen-0.5B on transformers": ("transformers", QWEN, {}),
+    "SmolLM2 on llama.cpp": ("llamacpp", SMOL, {}),
+    "SmolLM2 on transformers": ("transformers", SMOL, {}),
+    "old default: SmolLM2, transformers, TOP_K=1": ("transformers", SMOL, {"top_k": 1}),
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default=str(ROOT / "eval_sets" / "medical_dev.jsonl"))
     parser.add_argument("--domain", default="medical")
-    parser.add_argument("-n", type=int, default=5, help="how many questions (the first n of the set)")
+    parser.add_argument("-n", type=int, default=6, help="how many answerable questions (the first n of the set)")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: the config's)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process: run one configuration
     args = parser.parse_args()
+    if args.one:
+        return run_one(args)
+    rows = {}
+    for name in CONFIGS:
+        done = subprocess.run([sys.executable, __file__, "--one", name, "-n", str(args.n), "--set", args.set,
+                               "--domain", args.domain, "--threads", str(args.threads)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{name}: failed\n{done.stderr[-2000:]}")
+            continue
+        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    print(f"\n{'configuration':<46} {'load s':>7} {'first text p50 s':>17} {'whole p50 s':>12} "
+          f"{'whole sum s':>12} {'peak MB':>8}")
+    for name, r in rows.items():
+        print(f"{name:<46} {r['load']:>7.2f} {statistics.median(r['first']):>17.2f} "
+              f"{statistics.median(r['whole']):>12.2f} {sum(r['whole']):>12.1f} {r['peak_mb']:>8.0f}")
+    pairs = [("default: Qwen-0.5B on llama.cpp", "Qwen-0.5B on transformers"),
+             ("SmolLM2 on llama.cpp", "SmolLM2 on transformers")]
+    for fast, slow in pairs:
+        if fast in rows and slow in rows:
+            print(f"whole answers, {slow} / {fast}: {sum(rows[slow]['whole']) / sum(rows[fast]['whole']):.2f}x")
+    old, new = "old default: SmolLM2, transformers, TOP_K=1", "default: Qwen-0.5B on llama.cpp"
+    if old in rows and new in rows:
+        print(f"whole answers, old default / default: {sum(rows[old]['whole']) / sum(rows[new]['whole']):.2f}x")
 
-    import torch
-    from transformers.utils import logging as hf_logging
 
-    from docbot.providers.base_models import resolve_base_model
-    from docbot.bot import ConfigurableDocBot
+def run_one(args) -> None:
+    from docbot import ConfigurableDocBot, Conversation
+    from docbot.providers import resolve_base_model, resolve_gguf
     from docbot.tuning.scoring import load_questions
 
-    hf_logging.disable_progress_bar()
+    provider, model, overrides = CONFIGS[args.one]
+    if args.threads:
+        overrides = {**overrides, "n_threads": args.threads}
     models_dir = ROOT / "models"
-    location = resolve_base_model("SmolLM2-135M-Instruct", models_dir)  # converts once if needed, untimed
-    questions = [q for q in load_questions(args.set)][: args.n]
+    (resolve_gguf if provider == "llamacpp" else resolve_base_model)(model, models_dir)  # untimed: once per machine
+    questions = [q for q in load_questions(args.set) if q.answer is not None][:args.n]
     with tempfile.TemporaryDirectory(prefix="docbot-answer-") as index_dir:
-        bot = ConfigurableDocBot(provider="transformers", index_dir=index_dir, models_dir=str(models_dir),
-                                 documents_dir=str(ROOT / "Documents"))
-        report = bot.load_domain(args.domain, progress=False)
-
-        t0 = time.perf_counter()
-        provider = bot.provider
-        load_s = time.perf_counter() - t0
-        tokenizer = provider.tokenizer
-        print(f"model: {provider.model} from {location}; torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs")
-        print(f"domain: {report}")
-        print(f"model load: {load_s:.2f} s")
-        print()
-        print(f"{'question':<58} {'first token s':>13} {'tokens':>6} {'total s':>8} {'tokens/s':>8}")
-        rows = []
+        bot = ConfigurableDocBot(provider=provider, model=model, index_dir=index_dir, models_dir=str(models_dir),
+                                 documents_dir=str(ROOT / "Documents"), **overrides)
+        bot.load_domain(args.domain, progress=False)
+        t = time.perf_counter()
+        bot.provider
+        load = time.perf_counter() - t
+        first, whole = [], []
         for q in questions:
-            bot.reset()
-            pieces, first_at = [], None
-            t0 = time.perf_counter()
-            for piece in bot.ask(q.question, stream=True):
-                if first_at is None:
-                    first_at = time.perf_counter()
-                pieces.append(piece)
-            end = time.perf_counter()
-            if first_at is None:
-                print(f"{q.question[:58]:<58} (no answer streamed)")
-                continue
-            n_tokens = len(tokenizer("".join(pieces), add_special_tokens=False)["input_ids"])
-            first_tokens = len(tokenizer(pieces[0], add_special_tokens=False)["input_ids"])
-            rate = (n_tokens - first_tokens) / (end - first_at) if end > first_at else float("nan")
-            rows.append((first_at - t0, n_tokens, end - t0, rate))
-            print(f"{q.question[:58]:<58} {first_at - t0:>13.3f} {n_tokens:>6} {end - t0:>8.2f} {rate:>8.1f}")
-        if rows:
-            print()
-            print(f"medians over {len(rows)} questions: time to first token {statistics.median(r[0] for r in rows):.3f} s, "
-                  f"{statistics.median(r[1] for r in rows):.0f} tokens per answer, "
-                  f"{statistics.median(r[3] for r in rows):.1f} tokens/s; model load {load_s:.2f} s")
+            t0, first_at = time.perf_counter(), None
+            for _ in bot.ask(q.question, stream=True, conversation=Conversation(0)):
+                first_at = first_at or time.perf_counter()
+            whole.append(time.perf_counter() - t0)
+            first.append((first_at or time.perf_counter()) - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"load": load, "first": first, "whole": whole, "peak_mb": peak}))
 
 
 if __name__ == "__main__":

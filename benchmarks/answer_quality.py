@@ -46,9 +46,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most N questions per set (0: all)")
     parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: the config's)")
+    parser.add_argument("--context-chars", type=int, default=None, help="characters kept per block (default: config)")
     args = parser.parse_args()
     overrides = {k: v for k, v in (("top_k", args.top_k), ("relevance_threshold", args.threshold),
-                                   ("n_threads", args.threads)) if v is not None}
+                                   ("n_threads", args.threads), ("context_chars", args.context_chars))
+                 if v is not None}
     questions = load_questions(ROOT / "eval_sets" / f"{args.domain}_{args.set}.jsonl")
     turns_file = ROOT / "eval_sets" / f"{args.domain}_turns_{args.set}.jsonl"
     turns = [json.loads(line) for line in turns_file.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -63,7 +65,7 @@ def main() -> None:
         model = bot.provider
         print(f"model {model} (loaded in {time.perf_counter() - t:.1f} s); {args.set} set: {len(questions)} "
               f"questions, {len(turns)} turn pairs; top_k {bot.config.top_k}, threshold "
-              f"{bot.config.relevance_threshold}", flush=True)
+              f"{bot.config.relevance_threshold}, context_chars {bot.config.context_chars}", flush=True)
         rows, started = [], time.perf_counter()
         for q in questions:
             t = time.perf_counter()

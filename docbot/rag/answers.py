@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DocbotError
 from ..providers import Provider
+from .context import trim_blocks
 from .conversation import Conversation
 from .evidence import Evidence, check_answer
 from .guards import GuardReport, guarded
@@ -87,7 +88,7 @@ class StreamingAnswer:
 def answer_question(question: str, *, search: Callable[[str], list[Source]] | None,
                     unknown_terms: Callable[[str], list[str]], model: Callable[[], Provider],
                     conversation: Conversation, relevance_threshold: float, max_new_tokens: int, domain: str,
-                    stream: bool = False) -> Answer | StreamingAnswer:
+                    context_chars: int = 0, stream: bool = False) -> Answer | StreamingAnswer:
     """Answer `question` from the domain, or decline with `NOT_COVERED`.
 
     A follow-up is resolved against the conversation first. With `search` None (retrieval off) the model answers
@@ -106,7 +107,8 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if not relevant or unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False)
             return answer if stream else answer.finished()
-        messages = build_messages(standalone, [s.block for s in relevant])
+        blocks = trim_blocks(standalone, [s.block for s in relevant], context_chars)
+        messages = build_messages(standalone, blocks)
     provider = model()
     guard = GuardReport()
 
@@ -114,7 +116,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if answer.text == declined:
             answer.covered, answer.sources = False, []
         elif relevant:
-            answer.evidence = check_answer(answer.text, [s.block for s in relevant])
+            answer.evidence = check_answer(answer.text, blocks)
         conversation.add(standalone, answer.text.strip(), answer.sources)  # a chain of follow-ups keeps its subject
 
     pieces = _declines(guarded(provider.stream(messages, max_new_tokens), guard), declined)

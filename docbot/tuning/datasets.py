@@ -22,6 +22,7 @@ from ..files import folder_lock, jsonl_rows, sha256_file, write_bytes_atomic, wr
 from ..config import Config
 from ..errors import DocbotError
 from ..rag.index import StoredChunk
+from ..rag.context import trim_blocks
 from ..rag.prompts import build_messages
 from ..providers import Provider
 from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
@@ -52,10 +53,11 @@ class Record:
     raft: bool = False
 
 
-def to_row(record: Record, fmt: str, order: Sequence[int] | None = None) -> dict:
-    """The record in one of the guide's formats, with its provenance alongside."""
+def to_row(record: Record, fmt: str, order: Sequence[int] | None = None, context_chars: int = 0) -> dict:
+    """The record in one of the guide's formats, with its provenance alongside; its blocks trimmed as answers trim
+    them (`context_chars`), so the training prompt is the answer prompt."""
     blocks = [record.context[i] for i in (order or range(len(record.context)))]
-    prompt = build_messages(record.question, [c.block for c in blocks])
+    prompt = build_messages(record.question, trim_blocks(record.question, [c.block for c in blocks], context_chars))
     meta = {"question": record.question, "source": record.source, "page": record.page, "chunk_id": record.chunk_id,
             "generator": record.generator, "raft": record.raft}
     if fmt == "instruction":
@@ -191,7 +193,8 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         for fmt in formats:
             for name, split in splits.items():
                 path = out / f"{fmt}_data_{stamp}_{name}.jsonl"
-                rows = (json.dumps(to_row(r, fmt, _order(r, rng)), ensure_ascii=False) for r in split)
+                rows = (json.dumps(to_row(r, fmt, _order(r, rng), config.context_chars), ensure_ascii=False)
+                        for r in split)
                 write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8") if split else b"")
                 paths[f"{fmt}_{name}"] = str(path)
         card = {
