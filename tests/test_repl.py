@@ -125,7 +125,8 @@ def test_fine_tune_and_train_on_a_one_document_domain_say_so_in_one_line(tmp_pat
     domain.mkdir(parents=True)
     (domain / "notes.txt").write_text("The Solo clinic opens at 07:15. The head nurse of Solo is Imke Varga. "
                                       "Visitors sign in at the front desk.\n", encoding="utf-8")
-    (tmp_path / "models").symlink_to(models_dir)
+    (tmp_path / "models").mkdir()  # the version registers here; only the base model is shared
+    (tmp_path / "models" / "base_smollm2-135m-instruct").symlink_to(models_dir / "base_smollm2-135m-instruct")
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(tmp_path)
