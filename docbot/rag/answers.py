@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..errors import DocbotError
 from ..providers import Provider
 from .context import trim_blocks
-from .conversation import Conversation
+from .conversation import Conversation, names_its_subject
 from .evidence import Evidence, check_answer
 from .guards import GuardReport, guarded
 from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
@@ -107,8 +107,12 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if not relevant or unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False)
             return answer if stream else answer.finished()
-        blocks = trim_blocks(standalone, [s.block for s in relevant], context_chars)
-        messages = build_messages(standalone, blocks)
+        # a follow-up is searched with the turn before; asked on its own when it names its subject, and its own
+        # words weigh twice when blocks are trimmed ("and how often must passwords be changed?")
+        asked = question if standalone != question and names_its_subject(question) else standalone
+        blocks = trim_blocks(standalone if standalone == question else f"{question} {standalone}",
+                             [s.block for s in relevant], context_chars)
+        messages = build_messages(asked, blocks)
     provider = model()
     guard = GuardReport()
 

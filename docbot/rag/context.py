@@ -9,6 +9,7 @@ at training time what it sees when it answers.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from .evidence import split_sentences
@@ -22,12 +23,13 @@ _IGNORED = frozenset("a an the and or but of to in on at for by with from as is 
 
 def trim_block(question: str, text: str, budget: int) -> str:
     """`text` cut to its sentences that share most words with `question`, in their order, in at most `budget`
-    characters (at least the best sentence); the whole text when it fits or `budget` is 0."""
+    characters (at least the best sentence); the whole text when it fits or `budget` is 0. A word that occurs
+    twice in `question` weighs twice (a follow-up's own words are given twice: see `answers`)."""
     if budget <= 0 or len(text) <= budget:
         return text
-    wanted = {w for w in _WORD.findall(question.lower()) if w not in _IGNORED}
+    wanted = Counter(w for w in _WORD.findall(question.lower()) if w not in _IGNORED)
     sentences = split_sentences(text)
-    score = [len(wanted & set(_WORD.findall(s.lower()))) for s in sentences]
+    score = [sum(wanted[w] for w in set(_WORD.findall(s.lower()))) for s in sentences]
     kept, used = set(), 0
     for i in sorted(range(len(sentences)), key=lambda i: (-score[i], i)):
         if score[i] == 0 and kept:

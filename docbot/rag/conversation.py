@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .retrieval import Source
 
-__all__ = ["Conversation", "Turn", "leans_on_previous"]
+__all__ = ["Conversation", "Turn", "leans_on_previous", "names_its_subject"]
 
 # A question leans on the previous turn when it opens like a continuation ("And how often?", "What about
 # children?"), or is short and points back ("What must they wear there?"), or names almost nothing ("On which days?").
@@ -65,6 +65,12 @@ class Conversation:
 
     def __len__(self) -> int:
         return len(self._turns)
+
+
+def names_its_subject(question: str) -> bool:
+    """Whether `question` names at least two things of its own ("and how often must passwords be changed?"): such
+    a follow-up is searched with the turn before but asked on its own, or the model answers the earlier one."""
+    return sum(w not in _FILLER for w in re.findall(r"[\w'-]+", question.lower())) >= 2
 
 
 def leans_on_previous(question: str) -> bool:
