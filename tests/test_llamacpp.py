@@ -153,7 +153,7 @@ def test_a_request_llama_cpp_refuses_is_a_provider_error_that_says_what_to_do(sm
 
 
 def test_open_provider_runs_a_packaged_model_or_a_gguf_path_with_llamacpp(tmp_path, smollm2_gguf):
-    options = {"base_model": SMOLLM2, "ollama_model": "unused", "models_dir": str(tmp_path)}
+    options = {"answer_model": SMOLLM2, "ollama_model": "unused", "models_dir": str(tmp_path)}
     by_name = open_provider("llamacpp", None, **options)
     assert (by_name.name, by_name.model, by_name.gguf_path) == ("llamacpp", SMOLLM2, str(smollm2_gguf))
     assert by_name.n_threads == available_cores() == len(os.sched_getaffinity(0))
