@@ -59,10 +59,6 @@ class Conversation:
             return f"{self._turns[-1].question} {question}"
         return question
 
-    def history(self) -> list[tuple[str, str]]:
-        """(question, answer) pairs, oldest first, as the prompt builder takes them."""
-        return [(t.question, t.answer) for t in self._turns]
-
     def __len__(self) -> int:
         return len(self._turns)
 
@@ -80,4 +76,4 @@ def leans_on_previous(question: str) -> bool:
         return True
     if len(words) <= SHORT_QUESTION_WORDS and _POINTS_BACK.search(question):
         return True
-    return sum(w not in _FILLER for w in words) <= 1
+    return not names_its_subject(question)
