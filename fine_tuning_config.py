@@ -27,8 +27,8 @@ CHUNK_OVERLAP = 100  # characters shared by neighbouring chunks, so a sentence c
 MAX_TRAINING_EXAMPLES = 1000  # cap per dataset; a seeded shuffle picks which examples stay
 
 # --- Retrieval and answering -------------------------------------------------------------------------------------
-TOP_K = 1  # context blocks per answer (measured on the dev questions: see docbot/config.py)
-CONTEXT_CHARS = 0  # characters kept per block, its sentences nearest the question (0: whole blocks)
+TOP_K = 3  # blocks searched for the context's sentences (measured on the dev questions: see docbot/config.py)
+CONTEXT_CHARS = 600  # characters of context in all, the sentences nearest the question (0: whole blocks)
 RELEVANCE_THRESHOLD = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
 HYBRID_SEARCH = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder also works

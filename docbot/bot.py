@@ -122,7 +122,7 @@ class ConfigurableDocBot:
             unknown_terms=retriever.unknown_terms, model=(lambda: model) if model is not None else (lambda: self.provider),
             conversation=self.conversation if conversation is None else conversation,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
-            domain=self.domain, context_chars=self.config.context_chars, stream=stream)
+            domain=self.domain, embed=self.embedder.embed, context_chars=self.config.context_chars, stream=stream)
         self.last_answer = answer
         return answer
 
@@ -147,7 +147,7 @@ class ConfigurableDocBot:
             retriever.index.all_chunks(), domain=domain, config=self.config, provider=self.provider,
             retrieve=lambda q: retriever.search(q, self.config.top_k), generator=generator,
             notebook_overrides=notebook_overrides, qa_pairs=qa_pairs, formats=formats, max_examples=max_examples,
-            progress=progress)
+            embed=self.embedder.embed, progress=progress)
 
     def train(self, max_steps: int = -1, resume: bool = True, early_stopping_patience: int | None = None,
               **overrides: object) -> ModelVersion:

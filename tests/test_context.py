@@ -1,8 +1,11 @@
-"""Context trimming: a block cut to its sentences nearest the question, the same for answers and training rows."""
+"""Context selection: the blocks cut to their sentences nearest the question (real MiniLM embeddings), the same for
+answers and training rows."""
 
 from __future__ import annotations
 
-from docbot.rag.context import trim_block, trim_blocks
+import pytest
+
+from docbot.rag.context import select_context
 from docbot.rag.index import StoredChunk
 from docbot.rag.prompts import build_messages
 from docbot.tuning.datasets import Record, to_row
@@ -11,21 +14,36 @@ RECORDS = ("# Patient records\n\nAdult records are kept for 8 years after the la
            "kept until the patient's 25th birthday. Records of a patient who has died are kept for 10 years.\n\n"
            "The Records Officer reviews the ClearChart access log every week. Passwords must be changed every 90 "
            "days.")
+FIRE = ("# Fire safety\n\nIf the fire alarm sounds, leave by the nearest exit. The assembly point is the Oak Lawn "
+        "beside the north car park. The evacuation chair is kept on the first floor stairwell landing.")
 
 
-def test_a_block_keeps_the_sentences_that_bear_on_the_question_in_their_order():
-    trimmed = trim_block("How long are children's records kept?", RECORDS, 120)
-    assert "25th birthday" in trimmed and "access log" not in trimmed and len(trimmed) <= 130
-    both = trim_block("Who reviews the access log, and how often must passwords be changed?", RECORDS, 160)
-    assert both.index("access log") < both.index("90 days") and "25th" not in both
-    assert trim_block("anything", RECORDS, 0) == RECORDS == trim_block("anything", RECORDS, 10_000)
-    assert trim_block("unrelated words entirely", RECORDS, 50)  # at least one sentence, never empty
+@pytest.fixture(scope="module")
+def embed(facts_index_bot):
+    return facts_index_bot.embedder.embed
 
 
-def test_training_rows_carry_the_prompt_an_answer_would_get():
+def test_the_context_keeps_the_sentences_nearest_the_question_in_their_blocks_and_order(embed):
+    blocks = [("records.md", RECORDS), ("fire.md", FIRE)]
+    kept = select_context("How long are children's records kept?", blocks, 100, embed)
+    assert kept[0][0] == "records.md" and "25th birthday" in kept[0][1] and "8 years" not in kept[0][1]
+    assert sum(len(text) for _, text in kept) <= 100
+    both = select_context("Who reviews the access log, and where is the fire assembly point?", blocks, 200, embed)
+    assert [label for label, _ in both] == ["records.md", "fire.md"]
+    assert "access log" in both[0][1] and "Oak Lawn" in both[1][1] and "25th" not in both[0][1]
+    assert sum(len(text) for _, text in both) <= 200
+
+
+def test_whole_blocks_when_they_fit_or_no_budget_and_never_an_empty_context(embed):
+    blocks = [("records.md", RECORDS)]
+    assert select_context("anything", blocks, 0, embed) == blocks == select_context("anything", blocks, 10_000, embed)
+    assert select_context("unrelated words entirely", blocks, 10, embed)[0][1]  # at least the best sentence
+
+
+def test_training_rows_carry_the_prompt_an_answer_would_get(embed):
     chunk = StoredChunk("d/records.md#p-.c0", RECORDS, "records.md", None, 0, "f" * 64)
     record = Record("How long are children's records kept?", "until the patient's 25th birthday", "records.md", None,
                     chunk.id, "rules", (chunk,))
-    row = to_row(record, "chat", context_chars=120)
-    expected = build_messages(record.question, trim_blocks(record.question, [chunk.block], 120))
+    row = to_row(record, "chat", context_chars=120, embed=embed)
+    expected = build_messages(record.question, select_context(record.question, [chunk.block], 120, embed))
     assert row["messages"][:-1] == expected and "access log" not in row["messages"][0]["content"]

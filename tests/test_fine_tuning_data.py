@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 from docbot import ConfigurableDocBot, DocbotError
 from docbot.files import sha256_file
+from docbot.rag.prompts import INSTRUCTIONS
 from docbot.tuning.datasets import validate_jsonl
 from docbot.tuning.qa_generation import grounded, parse_llm_json
 
@@ -71,11 +72,12 @@ def test_user_pairs_are_kept_verbatim_and_chat_prompts_match_the_bot(prepared):
     chat = rows(files["chat_train"]) + rows(files["chat_validation"])
     for pair in USER_PAIRS:
         match = [r for r in chat if r["generator"] == "user" and r["messages"][-1]["content"] == pair["answer"]]
-        assert len(match) == 1 and match[0]["messages"][0]["content"].endswith(pair["question"])
+        assert len(match) == 1 and match[0]["messages"][-2]["content"].endswith(pair["question"])
     plain = next(r for r in chat if not r["raft"])
-    assert "<<<BLOCK 1 (" in plain["messages"][0]["content"] and "<<<BLOCK 2" not in plain["messages"][0]["content"]
+    assert plain["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
+    assert "<<<BLOCK 1 (" in plain["messages"][1]["content"] and "<<<BLOCK 2" not in plain["messages"][1]["content"]
     raft = [r for r in chat if r["raft"]]
-    assert raft and all("<<<BLOCK 2 (" in r["messages"][0]["content"] for r in raft)
+    assert raft and all("<<<BLOCK 2 (" in r["messages"][1]["content"] for r in raft)
 
 
 def test_no_document_is_in_both_splits_and_the_card_describes_the_data(prepared):

@@ -126,7 +126,7 @@ def test_installs_into_a_fresh_environment_and_imports_from_anywhere(tmp_path):
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-2000:]
     where, settings, top_k = probe.stdout.split()
-    assert Path(where) == PACKAGE / "__init__.py" and settings == "None" and top_k == "1"  # package defaults
+    assert Path(where) == PACKAGE / "__init__.py" and settings == "None" and top_k == "3"  # package defaults
     (elsewhere / "fine_tuning_config.py").write_text("TOP_K = 3\n", encoding="utf-8")
     started = subprocess.run([str(venv / "bin" / "docbot"), "--docs", str(elsewhere / "missing")],
                              cwd=elsewhere, env={**env, "DOCBOT_HISTORY": str(tmp_path / "history")},

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DocbotError
 from ..providers import Provider
-from .context import trim_blocks
+from .context import Embed, select_context
 from .conversation import Conversation, names_its_subject
 from .evidence import Evidence, check_answer
 from .guards import GuardReport, guarded
@@ -88,13 +88,15 @@ class StreamingAnswer:
 def answer_question(question: str, *, search: Callable[[str], list[Source]] | None,
                     unknown_terms: Callable[[str], list[str]], model: Callable[[], Provider],
                     conversation: Conversation, relevance_threshold: float, max_new_tokens: int, domain: str,
-                    context_chars: int = 0, stream: bool = False) -> Answer | StreamingAnswer:
+                    embed: Embed, context_chars: int = 0, stream: bool = False) -> Answer | StreamingAnswer:
     """Answer `question` from the domain, or decline with `NOT_COVERED`.
 
     A follow-up is resolved against the conversation first. With `search` None (retrieval off) the model answers
     from its weights alone. Otherwise the question declines without asking the model when no block reaches the
     relevance threshold or when it names something the domain never mentions (`unknown_terms`), and the model is
-    told to reply `DECLINE_REPLY` when the blocks lack the answer. The model's stream goes through the guards.
+    told to reply `DECLINE_REPLY` when the blocks lack the answer; the blocks are cut to the `context_chars`
+    characters nearest the question (`context.select_context`), and only the blocks left are cited. The model's
+    stream goes through the guards.
     """
     question = check_question(question)
     standalone = conversation.resolve(question)
@@ -108,10 +110,11 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             answer = StreamingAnswer(iter([declined]), [], "", covered=False)
             return answer if stream else answer.finished()
         # a follow-up is searched with the turn before; asked on its own when it names its subject, and its own
-        # words weigh twice when blocks are trimmed ("and how often must passwords be changed?")
+        # words weigh twice when the context is selected ("and how often must passwords be changed?")
         asked = question if standalone != question and names_its_subject(question) else standalone
-        blocks = trim_blocks(standalone if standalone == question else f"{question} {standalone}",
-                             [s.block for s in relevant], context_chars)
+        blocks = select_context(standalone if standalone == question else f"{question} {standalone}",
+                                [s.block for s in relevant], context_chars, embed)
+        relevant = [s for s in relevant if s.block[0] in {label for label, _ in blocks}]
         messages = build_messages(asked, blocks)
     provider = model()
     guard = GuardReport()

@@ -1,46 +1,80 @@
-"""Context that answers: each retrieved block trimmed to its sentences that bear on the question.
+"""Context that answers: the retrieved blocks cut down to their sentences nearest the question.
 
-On a CPU the prompt's tokens are what cost time before the first word (prefill), so a block is cut down to the
-sentences that share most words with the question, kept in their order, within a character budget. The answer
-prompt and the training prompts trim alike (`datasets.to_row` calls the same function), so a fine-tuned model sees
-at training time what it sees when it answers.
+On a CPU the prompt's tokens are what cost time before the first word (prefill: ~110 tokens/s for Qwen-0.5B on
+2 cores), so the context is the sentences of the top blocks nearest the question, within one character budget for
+all blocks together, each kept in its block and in its order. Nearest means the embedding's cosine plus a share of
+the question's rare words (`WORDS_WEIGHT`), the sentence-level twin of hybrid search. Measured on the Medical dev
+set with Qwen-0.5B: the 600 best characters of the top 3 blocks answer 21/30 and resolve 17/24 follow-up pairs,
+against 22/30 and 16/24 for the whole best block, with a prompt of ~200 tokens instead of ~300. Whole sentences
+chosen by word overlap (the earlier rule) lost follow-up answers on the test set.
+
+The answer prompt and the training prompts select alike (`datasets.to_row` calls the same function), so a
+fine-tuned model sees at training time what it sees when it answers.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from .evidence import split_sentences
 
-__all__ = ["trim_block", "trim_blocks"]
+__all__ = ["select_context", "Embed", "WORDS_WEIGHT"]
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length rows (an `Embedder.embed`)
+# Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone ranks "Adult records
+# are kept for 8 years" above "Children's records are kept until ..." for "How long are children's records kept?".
+WORDS_WEIGHT = 0.5
 
 _WORD = re.compile(r"[a-z0-9]+")
 _IGNORED = frozenset("a an the and or but of to in on at for by with from as is are was were be it its this that "
                      "what which who whom when where why how do does did can must should may will".split())
 
 
-def trim_block(question: str, text: str, budget: int) -> str:
-    """`text` cut to its sentences that share most words with `question`, in their order, in at most `budget`
-    characters (at least the best sentence); the whole text when it fits or `budget` is 0. A word that occurs
-    twice in `question` weighs twice (a follow-up's own words are given twice: see `answers`)."""
-    if budget <= 0 or len(text) <= budget:
-        return text
-    wanted = Counter(w for w in _WORD.findall(question.lower()) if w not in _IGNORED)
-    sentences = split_sentences(text)
-    score = [sum(wanted[w] for w in set(_WORD.findall(s.lower()))) for s in sentences]
-    kept, used = set(), 0
-    for i in sorted(range(len(sentences)), key=lambda i: (-score[i], i)):
-        if score[i] == 0 and kept:
-            break
-        if used + len(sentences[i]) > budget and kept:
+def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int,
+                   embed: Embed) -> list[tuple[str, str]]:
+    """The (label, text) blocks cut to the sentences most similar to `question`, in at most `budget` characters
+    in all (at least the best sentence); a block left with no sentence is dropped. Blocks are returned whole when
+    they fit or `budget` is 0."""
+    if budget <= 0 or sum(len(text) for _, text in blocks) <= budget:
+        return list(blocks)
+    sentences = _distinct([(b, s) for b, (_, text) in enumerate(blocks) for s in split_sentences(text)])
+    if not sentences:
+        return list(blocks)
+    vectors = embed([question] + [s for _, s in sentences])
+    similarity = vectors[1:] @ vectors[0] + WORDS_WEIGHT * _shared_words(question, [s for _, s in sentences])
+    kept, used = [], 0
+    for i in np.argsort(-similarity, kind="stable"):
+        length = len(sentences[i][1]) + 1
+        if used + length > budget and kept:
             continue
-        kept.add(i)
-        used += len(sentences[i]) + 1
-    return " ".join(sentences[i] for i in sorted(kept))
+        kept.append(int(i))
+        used += length
+    chosen = sorted(kept)
+    return [(label, "\n".join(sentences[i][1] for i in chosen if sentences[i][0] == b))
+            for b, (label, _) in enumerate(blocks) if any(sentences[i][0] == b for i in chosen)]
 
 
-def trim_blocks(question: str, blocks: Sequence[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
-    """Each (label, text) block trimmed for `question`."""
-    return [(label, trim_block(question, text, budget)) for label, text in blocks]
+def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The sentences less those repeated inside another: neighbouring chunks overlap, so the next block starts
+    with the end of the one before, often cut mid-sentence ("The maximum daily dose of Zorvexin for")."""
+    texts = [s.lower() for _, s in sentences]
+    return [sentences[i] for i, t in enumerate(texts)
+            if not any(j != i and t in other and (t != other or j < i) for j, other in enumerate(texts))]
+
+
+def _shared_words(question: str, sentences: list[str]) -> np.ndarray:
+    """Per sentence, the share of the question's words it holds, each word weighted by its rarity among the
+    sentences (log(1 + n/df)): "children" counts for more than "records" in a block about records."""
+    words = [{_stem(w) for w in _WORD.findall(s.lower())} for s in sentences]
+    wanted = {_stem(w) for w in _WORD.findall(question.lower()) if w not in _IGNORED}
+    weight = {w: math.log(1 + len(sentences) / df) for w in wanted if (df := sum(w in s for s in words))}
+    total = sum(weight.values()) or 1.0
+    return np.array([sum(v for w, v in weight.items() if w in s) / total for s in words], dtype=np.float32)
+
+
+def _stem(word: str) -> str:
+    return word.removesuffix("s") if len(word) > 3 else word  # records/record, children's -> children + s

@@ -22,8 +22,8 @@ from ..files import folder_lock, jsonl_rows, sha256_file, write_bytes_atomic, wr
 from ..config import Config
 from ..errors import DocbotError
 from ..rag.index import StoredChunk
-from ..rag.context import trim_blocks
-from ..rag.prompts import build_messages
+from ..rag.context import Embed, select_context
+from ..rag.prompts import INSTRUCTIONS, build_messages
 from ..providers import Provider
 from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
 from ..rag.retrieval import Source
@@ -31,7 +31,6 @@ from ..rag.retrieval import Source
 __all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs", "prepare_dataset"]
 
 FORMATS = ("instruction", "qa", "chat")
-INSTRUCTION = "Answer the question from the numbered context blocks."
 VALIDATION_FRACTION = 0.2  # share of documents held out; at least one when a domain has two or more
 RAFT_DISTRACTORS = 2  # distractor chunks added beside the gold chunk in a RAFT example
 _REQUIRED = {"instruction": ("instruction", "input", "output"), "qa": ("question", "context", "answer"),
@@ -53,15 +52,17 @@ class Record:
     raft: bool = False
 
 
-def to_row(record: Record, fmt: str, order: Sequence[int] | None = None, context_chars: int = 0) -> dict:
-    """The record in one of the guide's formats, with its provenance alongside; its blocks trimmed as answers trim
-    them (`context_chars`), so the training prompt is the answer prompt."""
-    blocks = [record.context[i] for i in (order or range(len(record.context)))]
-    prompt = build_messages(record.question, trim_blocks(record.question, [c.block for c in blocks], context_chars))
+def to_row(record: Record, fmt: str, order: Sequence[int] | None = None, context_chars: int = 0,
+           embed: Embed | None = None) -> dict:
+    """The record in one of the guide's formats, with its provenance alongside; its context selected as answers
+    select it (`context_chars` with `embed`; whole blocks without), so the training prompt is the answer prompt."""
+    blocks = [c.block for c in (record.context[i] for i in (order or range(len(record.context))))]
+    prompt = build_messages(record.question, select_context(record.question, blocks, context_chars, embed)
+                            if embed is not None else blocks)
     meta = {"question": record.question, "source": record.source, "page": record.page, "chunk_id": record.chunk_id,
             "generator": record.generator, "raft": record.raft}
     if fmt == "instruction":
-        return {"instruction": INSTRUCTION, "input": prompt[-1]["content"], "output": record.answer, **meta}
+        return {"instruction": INSTRUCTIONS, "input": prompt[-1]["content"], "output": record.answer, **meta}
     if fmt == "qa":
         return {"question": record.question, "context": record.context[0].text if record.context else "",
                 "answer": record.answer, **meta}
@@ -142,7 +143,7 @@ def _describe_formats() -> str:
 
 
 def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Config, generator: str,
-                    provider: Provider | None, retrieve: Callable[[str], list[Source]],
+                    provider: Provider | None, retrieve: Callable[[str], list[Source]], embed: Embed,
                     qa_pairs: Sequence[dict] | None = None, formats: Sequence[str] = FORMATS,
                     max_examples: int | None = None, seed: int = 0, progress: bool = True) -> dict:
     """Generate, filter, split and write one stamped dataset; returns the written paths by role."""
@@ -193,7 +194,7 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         for fmt in formats:
             for name, split in splits.items():
                 path = out / f"{fmt}_data_{stamp}_{name}.jsonl"
-                rows = (json.dumps(to_row(r, fmt, _order(r, rng), config.context_chars), ensure_ascii=False)
+                rows = (json.dumps(to_row(r, fmt, _order(r, rng), config.context_chars, embed), ensure_ascii=False)
                         for r in split)
                 write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8") if split else b"")
                 paths[f"{fmt}_{name}"] = str(path)
