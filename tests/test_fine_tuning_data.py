@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO
 from docbot import ConfigurableDocBot, DocbotError
 from docbot.files import sha256_file
-from docbot.rag.prompts import INSTRUCTIONS
-from docbot.tuning.datasets import validate_jsonl
+from docbot.rag.prompts import DECLINE_REPLY, INSTRUCTIONS
+from docbot.tuning.datasets import DECLINE_SHARE, validate_jsonl
 from docbot.tuning.qa_generation import grounded, parse_llm_json
 
 USER_PAIRS = [
@@ -60,7 +60,8 @@ def test_three_formats_written_valid_and_loadable(prepared):
 
 def test_model_free_pairs_are_grounded_and_never_give_away_their_answer(prepared):
     _, files = prepared
-    generated = [r for s in ("train", "validation") for r in rows(files[f"qa_{s}"]) if r["generator"] == "rules"]
+    generated = [r for s in ("train", "validation") for r in rows(files[f"qa_{s}"])
+                 if r["generator"] == "rules" and not r["declines"]]
     assert len(generated) >= 5
     for r in generated:
         assert r["answer"].lower() in r["context"].lower() and grounded(r["answer"], r["context"])
@@ -76,8 +77,25 @@ def test_user_pairs_are_kept_verbatim_and_chat_prompts_match_the_bot(prepared):
     plain = next(r for r in chat if not r["raft"])
     assert plain["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
     assert "<<<BLOCK 1 (" in plain["messages"][1]["content"] and "<<<BLOCK 2" not in plain["messages"][1]["content"]
-    raft = [r for r in chat if r["raft"]]
+    raft = [r for r in chat if r["raft"] and not r["declines"]]
     assert raft and all("<<<BLOCK 2 (" in r["messages"][1]["content"] for r in raft)
+
+
+def test_a_stated_share_of_examples_teaches_the_decline_on_other_documents_blocks(prepared):
+    _, files = prepared
+    chat = rows(files["chat_train"]) + rows(files["chat_validation"])
+    answered = [r for r in chat if r["generator"] != "user" and not r["raft"]]
+    declines = [r for r in chat if r["declines"]]
+    assert declines
+    assert abs(len(declines) - DECLINE_SHARE * len(answered)) <= 2  # the share, rounded per split
+    by_question = {r["question"]: r for r in answered}
+    for r in declines:
+        assert r["messages"][-1]["content"] == DECLINE_REPLY and r["raft"]
+        original = by_question[r["question"]]
+        prompt = r["messages"][1]["content"]
+        assert original["source"] not in prompt and original["messages"][-1]["content"] not in prompt
+    card = json.loads(Path(files["card"]).read_text())
+    assert sum(card["decline_examples"].values()) == len(declines)
 
 
 def test_no_document_is_in_both_splits_and_the_card_describes_the_data(prepared):

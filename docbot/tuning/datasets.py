@@ -23,7 +23,7 @@ from ..config import Config
 from ..errors import DocbotError
 from ..rag.index import StoredChunk
 from ..rag.context import Embed, select_context
-from ..rag.prompts import INSTRUCTIONS, build_messages
+from ..rag.prompts import DECLINE_REPLY, INSTRUCTIONS, build_messages
 from ..providers import Provider
 from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
 from ..rag.retrieval import Source
@@ -33,6 +33,9 @@ __all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs",
 FORMATS = ("instruction", "qa", "chat")
 VALIDATION_FRACTION = 0.2  # share of documents held out; at least one when a domain has two or more
 RAFT_DISTRACTORS = 2  # distractor chunks added beside the gold chunk in a RAFT example
+# Share of the generated records copied again with other documents' chunks only and DECLINE_REPLY as the target:
+# RAFT keeps the gold document in 80% of its examples; here the other 20% teach the answer path's decline.
+DECLINE_SHARE = 0.2
 _REQUIRED = {"instruction": ("instruction", "input", "output"), "qa": ("question", "context", "answer"),
              "chat": ("messages",)}
 
@@ -49,7 +52,8 @@ class Record:
     generator: str  # "rules", "llm" or "user"
     context: tuple[StoredChunk, ...]
     paraphrase: str | None = None
-    raft: bool = False
+    raft: bool = False  # distractor blocks in the context (RAFT)
+    declines: bool = False  # distractors only, the answer is DECLINE_REPLY
 
 
 def to_row(record: Record, fmt: str, order: Sequence[int] | None = None, context_chars: int = 0,
@@ -60,7 +64,7 @@ def to_row(record: Record, fmt: str, order: Sequence[int] | None = None, context
     prompt = build_messages(record.question, select_context(record.question, blocks, context_chars, embed)
                             if embed is not None else blocks)
     meta = {"question": record.question, "source": record.source, "page": record.page, "chunk_id": record.chunk_id,
-            "generator": record.generator, "raft": record.raft}
+            "generator": record.generator, "raft": record.raft, "declines": record.declines}
     if fmt == "instruction":
         return {"instruction": INSTRUCTIONS, "input": prompt[-1]["content"], "output": record.answer, **meta}
     if fmt == "qa":
@@ -183,8 +187,9 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
     for record in records:
         splits["validation" if record.source in validation_docs else "train"].append(record)
     for name, split in splits.items():
-        split += _raft_copies([r for r in split if r.generator != "user"], chunks, validation_docs,
-                              name == "validation", rng)
+        generated = [r for r in split if r.generator != "user"]
+        pool = [c for c in chunks if (c.source in validation_docs) == (name == "validation")]
+        split += _raft_copies(generated, pool, rng) + _decline_copies(generated, pool, rng)
     splits = _cap(splits, max_examples, rng)
 
     out = Path(config.data_dir)
@@ -204,6 +209,7 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
             "generator": {"requested": generator, "kept": dict(kept), "seconds": round(time.monotonic() - started, 2)},
             "counts": {fmt: {name: len(split) for name, split in splits.items()} for fmt in formats},
             "raft_examples": {name: sum(r.raft for r in split) for name, split in splits.items()},
+            "decline_examples": {name: sum(r.declines for r in split) for name, split in splits.items()},
             "sources": [{"file": s, "sha256": h, "split": "validation" if s in validation_docs else "train"}
                         for s, h in sorted({(c.source, c.file_hash) for c in chunks})],
             "files": {Path(p).name: sha256_file(Path(p)) for p in paths.values()},
@@ -227,16 +233,27 @@ def _validation_sources(sources: list[str], rng: random.Random) -> set[str]:
     return set(rng.sample(sources, max(1, round(len(sources) * VALIDATION_FRACTION))))
 
 
-def _raft_copies(records: list[Record], chunks: Sequence[StoredChunk], validation_docs: set[str],
-                 validation: bool, rng: random.Random) -> list[Record]:
-    """Each record again with distractor chunks from other documents of the same split."""
-    pool = [c for c in chunks if (c.source in validation_docs) == validation]
+def _raft_copies(records: list[Record], pool: Sequence[StoredChunk], rng: random.Random) -> list[Record]:
+    """Each record again with distractor chunks from other documents of the same split (`pool`)."""
     copies = []
     for record in records:
         others = [c for c in pool if c.source != record.source]
         if others:
             distractors = tuple(rng.sample(others, min(RAFT_DISTRACTORS, len(others))))
             copies.append(replace(record, context=record.context + distractors, raft=True))
+    return copies
+
+
+def _decline_copies(records: list[Record], pool: Sequence[StoredChunk], rng: random.Random) -> list[Record]:
+    """`DECLINE_SHARE` of the records again with only other documents' chunks, none of which holds the answer,
+    and `DECLINE_REPLY` as the answer: a model tuned on them says the blocks lack it instead of guessing."""
+    copies = []
+    for record in rng.sample(records, round(len(records) * DECLINE_SHARE)):
+        others = [c for c in pool if c.source != record.source and not grounded(record.answer, c.text)]
+        if others:
+            distractors = tuple(rng.sample(others, min(RAFT_DISTRACTORS + 1, len(others))))
+            copies.append(replace(record, answer=DECLINE_REPLY, context=distractors, raft=True, declines=True,
+                                  paraphrase=None))
     return copies
 
 
