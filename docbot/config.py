@@ -44,9 +44,9 @@ class Config:
     chunk_overlap: int = 100  # characters shared by neighbouring chunks, so a sentence cut at a border survives
     max_training_examples: int = 1000  # cap per dataset; a seeded shuffle picks which examples stay
     # -- retrieval and answers --
-    top_k: int = 3  # blocks searched for context sentences: dev, Qwen-0.5B, 600 chars: 21/30 at 3, 20/30 at 2 or 4
-    context_chars: int = 600  # sentences nearest the question, all blocks together (0: whole blocks); ~200-token
-    # prompts: whole best block 22/30 answered, 16/24 follow-ups resolved, first text ~2.6 s; 600 chars 21/30, 17/24
+    top_k: int = 3  # blocks whose sentences may make the context (dev, Qwen-0.5B: 3 or 4 blocks tied; README)
+    context_chars: int = 600  # characters of context, the sentences nearest the question (0: whole blocks). Dev:
+    # 21-23/30 answered as one whole block did (22/30), in ~200-token prompts instead of ~300: first text sooner
     relevance_threshold: float = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
     hybrid_search: bool = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
     embedding_model: str = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder works
