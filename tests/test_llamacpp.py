@@ -21,6 +21,7 @@ from docbot.errors import ModelNotFoundError, ProviderError
 from docbot.files import sha256_file
 from docbot.providers import PACKAGED_MODELS, LlamaCppProvider, open_provider, packaged_gguf
 from docbot.providers.llamacpp import available_cores
+from docbot.tuning.qa_generation import grounded, llm_pairs
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 QWEN = "Qwen2.5-Coder-0.5B-Instruct"
@@ -243,3 +244,13 @@ def test_qwen_answers_from_the_given_context(qwen):
     answer = qwen.generate(messages, 40)
     assert "40 mg" in answer
     assert qwen.last_finish_reason == "stop" and "<|im_end|>" not in answer
+
+
+def test_the_llm_generator_held_to_a_json_schema_gets_pairs_that_parse_and_reports_a_cut_off_reply(qwen):
+    text = (Path(__file__).resolve().parents[1] / "Documents" / "Medical" / "opening_hours.txt").read_text()[:1000]
+    pairs, complete = llm_pairs(qwen, text)
+    assert complete and len(pairs) == 3
+    assert all(p.question.endswith("?") and p.answer and p.paraphrase and p.generator == "llm" for p in pairs)
+    assert sum(grounded(p.answer, text) for p in pairs) >= 2
+    cut, complete = llm_pairs(qwen, text, max_new_tokens=20)  # the grammar cannot close the JSON in 20 tokens
+    assert cut == [] and not complete and qwen.last_finish_reason == "length"

@@ -23,5 +23,11 @@ class Provider(ABC):
     def generate(self, messages: Messages, max_new_tokens: int) -> str:
         return "".join(self.stream(messages, max_new_tokens))
 
+    follows_schema = False  # whether `generate_json` can hold the reply to a JSON schema (a grammar)
+
+    def generate_json(self, messages: Messages, schema: dict, max_new_tokens: int) -> tuple[str, bool]:
+        """A reply held to the JSON `schema`, and whether it is complete (False: cut off by `max_new_tokens`)."""
+        raise NotImplementedError(f"{self} cannot hold its replies to a JSON schema")
+
     def __str__(self) -> str:
         return f"{self.name}:{self.model}"

@@ -66,7 +66,17 @@ class LlamaCppProvider(Provider):
         self.server = _start_server(self.gguf_path, self.n_threads, n_ctx, lora)
         self.load_seconds = time.perf_counter() - started
 
+    follows_schema = True  # llama.cpp turns a JSON schema into a grammar that masks every other token
+
+    def generate_json(self, messages: Messages, schema: dict, max_new_tokens: int) -> tuple[str, bool]:
+        reply = "".join(self._stream(messages, max_new_tokens, {
+            "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}))
+        return reply, self.last_finish_reason == "stop"
+
     def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
+        return self._stream(messages, max_new_tokens, {})
+
+    def _stream(self, messages: Messages, max_new_tokens: int, options: dict) -> Iterator[str]:
         request = {
             "messages": messages,
             "max_tokens": max_new_tokens,
@@ -76,6 +86,7 @@ class LlamaCppProvider(Provider):
             "cache_prompt": True,  # reuse the KV cache of the longest shared prefix with the previous request
             "return_progress": True,  # a chunk per prompt batch: a chance to cancel during a long prompt
             "stream": True,
+            **options,
         }
         chunks: queue.SimpleQueue = queue.SimpleQueue()
         closed = threading.Event()

@@ -163,15 +163,20 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         raise DocbotError(f"generator must be 'auto', 'rules' or 'llm', got {generator!r}")
     max_examples = config.max_training_examples if max_examples is None else max_examples
     started = time.monotonic()
-    records, kept, dedupe = [], Counter(), Deduper()
-    for chunk in tqdm(chunks, desc=f"Generating QA ({generator})", unit="chunk", file=sys.stderr,
-                      disable=not progress):
-        pairs = rules_pairs(chunk.text) if generator == "rules" else llm_pairs(provider, chunk.text)
+    records, kept, dropped, dedupe = [], Counter(), Counter(), Deduper()
+    bar = tqdm(chunks, desc=f"Generating QA ({generator})", unit="chunk", file=sys.stderr, disable=not progress)
+    for chunk in bar:
+        pairs, complete = (rules_pairs(chunk.text), True) if generator == "rules" else llm_pairs(provider, chunk.text)
+        dropped["reply cut off or unreadable"] += not complete
         for pair in pairs:
-            if grounded(pair.answer, chunk.text) and dedupe.add(pair.question):
-                records.append(Record(pair.question, pair.answer, chunk.source, chunk.page, chunk.id,
-                                      pair.generator, (chunk,), pair.paraphrase))
-                kept[pair.generator] += 1
+            reason = _drop_reason(pair.question, pair.answer, chunk.text, dedupe)
+            if reason:
+                dropped[reason] += 1
+                continue
+            records.append(Record(pair.question, pair.answer, chunk.source, chunk.page, chunk.id,
+                                  pair.generator, (chunk,), pair.paraphrase))
+            kept[pair.generator] += 1
+        bar.set_postfix(pairs=len(records), per_s=f"{len(records) / max(time.monotonic() - started, 1e-9):.1f}")
     by_id = {c.id: c for c in chunks}
     for pair in user_pairs:
         hits = retrieve(pair["question"])
@@ -206,7 +211,8 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         card = {
             "schema_version": 1, "domain": domain, "stamp": stamp,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "generator": {"requested": generator, "kept": dict(kept), "seconds": round(time.monotonic() - started, 2)},
+            "generator": {"requested": generator, "kept": dict(kept), "dropped": {k: v for k, v in dropped.items() if v},
+                          "seconds": round(time.monotonic() - started, 2)},
             "counts": {fmt: {name: len(split) for name, split in splits.items()} for fmt in formats},
             "raft_examples": {name: sum(r.raft for r in split) for name, split in splits.items()},
             "decline_examples": {name: sum(r.declines for r in split) for name, split in splits.items()},
@@ -225,6 +231,18 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         _write_bundle(bundle, {f"{role.split('_')[0]}_data_{role.split('_')[1]}.jsonl": Path(p)
                                for role, p in paths.items()} | {"dataset_card.json": card_path})
         return {**paths, "card": str(card_path), "bundle": str(bundle)}
+
+
+def _drop_reason(question: str, answer: str, chunk_text: str, dedupe: Deduper) -> str | None:
+    """Why a generated pair is not kept (None: kept): its answer is not in its chunk, the question already holds
+    the answer (nothing to learn), or the question nearly repeats a kept one (`qa_generation.DUPLICATE_JACCARD`)."""
+    if not grounded(answer, chunk_text):
+        return "answer not in its chunk"
+    if answer.lower().strip(" .") in question.lower():
+        return "answer given away by the question"
+    if not dedupe.add(question):
+        return "near-duplicate question"
+    return None
 
 
 def _validation_sources(sources: list[str], rng: random.Random) -> set[str]:

@@ -2,7 +2,8 @@
 
 The model-free ("rules") generator turns sentences that state a fact (a name, number, code, date) into a question
 and an answer span, and headings into a question about their section; it runs offline in seconds. The LLM
-generator asks the active provider for pairs in JSON and parses what comes back defensively. Every kept pair
+generator asks the active provider for pairs in JSON: held to a JSON schema where the provider can (llama.cpp),
+else parsed defensively. Every kept pair
 passes `grounded` (most of the answer's content words occur in its chunk) and near-duplicate questions are
 dropped by `Deduper`.
 """
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 from ..providers import Provider
 
-__all__ = ["QAPair", "rules_pairs", "llm_pairs", "parse_llm_json", "grounded", "Deduper", "GROUNDING_THRESHOLD"]
+__all__ = ["QAPair", "rules_pairs", "llm_pairs", "pairs_schema", "parse_llm_json", "grounded", "Deduper",
+           "GROUNDING_THRESHOLD"]
 
 GROUNDING_THRESHOLD = 0.8  # share of an answer's content words that must occur in its chunk
 DUPLICATE_JACCARD = 0.8  # questions whose word sets overlap this much are near-duplicates
@@ -154,15 +156,41 @@ _LLM_PROMPT = """{text}
 
 Write {n} questions and answers about facts in the text above, as JSON objects with keys "question", "answer"
 (copied from the text) and "paraphrase" (the question in other words)."""
+_SCHEMA_PROMPT = """{text}
+
+Write {n} different questions about facts stated in the text above. For each, give the answer as a short phrase
+copied word for word from the text, and the question again in other words (paraphrase)."""
 _KEYS = {"question": ("question", "q", "query", "prompt"), "answer": ("answer", "a", "response", "reply"),
          "paraphrase": ("paraphrase", "rephrased", "paraphrased_question", "alternative")}
 
 
-def llm_pairs(provider: Provider, text: str, n: int = 2, max_new_tokens: int = 160) -> list[QAPair]:
-    """Pairs written by the model; whatever cannot be parsed is dropped (the caller checks grounding)."""
+def pairs_schema(n: int) -> dict:
+    """The JSON schema of a reply: exactly `n` objects with a non-empty question, answer and paraphrase."""
+    text = {"type": "string", "minLength": 3, "maxLength": 160}  # 3 x 3 x 160 characters fit in 400 tokens
+    item = {"type": "object", "properties": {"question": text, "answer": text, "paraphrase": text},
+            "required": ["question", "answer", "paraphrase"], "additionalProperties": False}
+    return {"type": "array", "items": item, "minItems": n, "maxItems": n}
+
+
+def llm_pairs(provider: Provider, text: str, n: int = 3, max_new_tokens: int = 400) -> tuple[list[QAPair], bool]:
+    """Pairs written by the model (the caller checks grounding), and whether its reply was complete.
+
+    A provider that follows a JSON schema (llama.cpp) is held to `pairs_schema`, so a complete reply always
+    parses; a reply cut off by `max_new_tokens` is a failure and gives no pairs. Any other provider is asked in
+    words and its reply parsed defensively (`parse_llm_json`).
+    """
+    if provider.follows_schema:
+        reply, complete = provider.generate_json(
+            [{"role": "user", "content": _SCHEMA_PROMPT.format(n=n, text=text.strip())}], pairs_schema(n),
+            max_new_tokens)
+        if not complete:
+            return [], False
+        return [QAPair(o["question"].strip(), o["answer"].strip(), "llm", o["paraphrase"].strip() or None)
+                for o in json.loads(reply)], True
     reply = provider.generate([{"role": "user", "content": _LLM_PROMPT.format(n=n, text=text.strip())}],
                               max_new_tokens)
-    return [QAPair(q, a, "llm", p) for q, a, p in parse_llm_json(reply)]
+    triples = parse_llm_json(reply)
+    return [QAPair(q, a, "llm", p) for q, a, p in triples], bool(triples)
 
 
 def parse_llm_json(reply: str) -> list[tuple[str, str, str | None]]:
