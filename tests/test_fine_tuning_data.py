@@ -15,7 +15,7 @@ from docbot import ConfigurableDocBot, DocbotError
 from docbot.files import sha256_file
 from docbot.rag.prompts import DECLINE_REPLY, INSTRUCTIONS
 from docbot.tuning.datasets import DECLINE_SHARE, validate_jsonl
-from docbot.tuning.qa_generation import grounded, parse_llm_json
+from docbot.tuning.qa_generation import grounded, parse_llm_json, rules_pairs
 
 USER_PAIRS = [
     {"question": "Which pharmacist signs the Quorvane stock book?", "answer": "Odalys Penhallow signs it weekly.",
@@ -87,7 +87,7 @@ def test_a_stated_share_of_examples_teaches_the_decline_on_other_documents_block
     answered = [r for r in chat if r["generator"] != "user" and not r["raft"]]
     declines = [r for r in chat if r["declines"]]
     assert declines
-    assert abs(len(declines) - DECLINE_SHARE * len(answered)) <= 2  # the share, rounded per split
+    assert 0 <= len(declines) - DECLINE_SHARE * len(answered) < 2  # the share, rounded up in each of the 2 splits
     by_question = {r["question"]: r for r in answered}
     for r in declines:
         assert r["messages"][-1]["content"] == DECLINE_REPLY and r["raft"]
@@ -199,3 +199,17 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
     assert card["generator"]["requested"] == "llm" and card["generator"]["kept"].get("llm", 0) >= 1
     for r in rows(files["qa_train"]) + rows(files["qa_validation"]):
         assert r["generator"] == "llm" and grounded(r["answer"], r["context"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Children's records are kept until the patient's 25th birthday.",
+     [("Until when are Children's records kept?", "until the patient's 25th birthday")]),
+    ("Oxygen cylinders are stored in Room 114.", [("Where are Oxygen cylinders stored?", "Room 114")]),
+    ("Passwords must be changed every 90 days.", [("When must Passwords be changed?", "every 90 days")]),
+    ("# Visiting\n\nVisitors are welcome on the unit. Sharps bins are collected every Tuesday at 10:00.",
+     [("When are Sharps bins collected?", "every Tuesday at 10:00")]),  # a fact: no section filler
+    ("# Visiting\n\nVisitors are always welcome on the unit.",
+     [('What does the section "Visiting" say?', "Visitors are always welcome on the unit.")]),  # nothing better
+])
+def test_rules_ask_about_each_fact_sentence_and_fall_back_to_the_section_only_without_one(text, expected):
+    assert [(p.question, p.answer) for p in rules_pairs(text)] == expected

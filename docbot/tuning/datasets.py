@@ -9,6 +9,7 @@ learns to answer from the right block.
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 import time
@@ -266,7 +267,7 @@ def _decline_copies(records: list[Record], pool: Sequence[StoredChunk], rng: ran
     """`DECLINE_SHARE` of the records again with only other documents' chunks, none of which holds the answer,
     and `DECLINE_REPLY` as the answer: a model tuned on them says the blocks lack it instead of guessing."""
     copies = []
-    for record in rng.sample(records, round(len(records) * DECLINE_SHARE)):
+    for record in rng.sample(records, math.ceil(len(records) * DECLINE_SHARE)):  # a small split still gets one
         others = [c for c in pool if c.source != record.source and not grounded(record.answer, c.text)]
         if others:
             distractors = tuple(rng.sample(others, min(RAFT_DISTRACTORS + 1, len(others))))

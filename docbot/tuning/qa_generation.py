@@ -32,6 +32,9 @@ _PERSON = re.compile(r"^(?:Dr|Mr|Mrs|Ms|Nurse|Professor|Reverend|Sister)\.?\s+[A
 _COPULA = re.compile(r"^(?:The |the )?(?P<subject>[^,;:]{3,80}?) (?P<verb>is|are|was|were) (?P<answer>[^;]{2,90})$")
 _MODAL = re.compile(r"^(?P<subject>[A-Z][^,;:]{2,60}?) (?P<modal>must|should|can|may) be (?P<verb>\w+ed) "
                     r"(?P<prep>at|in|on|by|within|for|every|before|after) (?P<answer>[^;]{2,80})$")
+_PASSIVE = re.compile(r"^(?P<subject>[A-Z][^,;:]{2,60}?) (?P<aux>is|are) (?P<verb>\w+ed|kept|held|given|seen|taken|"
+                      r"written|done|made|sent|stored) (?P<prep>at|in|on|by|within|for|every|before|after|until) "
+                      r"(?P<answer>[^;]{2,80})$")  # "Children's records are kept until the patient's 25th birthday"
 _PLACE = re.compile(r"\b(?:room|floor|cupboard|cabinet|office|ward|unit|building|wing|desk|lawn|car park|fridge)\b",
                     re.I)
 
@@ -80,15 +83,12 @@ class Deduper:
 
 
 def rules_pairs(text: str) -> list[QAPair]:
-    """Pairs derived from the chunk's own sentences and headings; no question contains its answer span."""
-    pairs = []
-    for heading, first_sentence in _sections(text):
-        pairs.append(QAPair(f"What does the section \"{heading}\" say?", first_sentence, "rules"))
-    for sentence in _sentences(text):
-        pair = _from_sentence(sentence)
-        if pair and pair.answer.lower() not in pair.question.lower():
-            pairs.append(pair)
-    return pairs
+    """Pairs derived from the chunk's own sentences; no question contains its answer span. Only a chunk with no
+    fact sentence gets the filler "What does the section ... say?" (its first sentence) for each heading."""
+    pairs = [pair for pair in map(_from_sentence, _sentences(text))
+             if pair and pair.answer.lower() not in pair.question.lower()]
+    return pairs or [QAPair(f"What does the section \"{heading}\" say?", first_sentence, "rules")
+                     for heading, first_sentence in _sections(text)]
 
 
 def _sentences(text: str) -> Iterator[str]:
@@ -115,6 +115,11 @@ def _from_sentence(sentence: str) -> QAPair | None:
         wh = _wh(m["prep"], m["answer"])
         answer = m["answer"] if wh in ("Where", "By whom") else f"{m['prep']} {m['answer']}"
         return QAPair(f"{wh} {m['modal']} {_lower_first(m['subject'])} be {m['verb']}?", answer, "rules")
+    m = _PASSIVE.match(sentence)
+    if m and _good_subject(m["subject"]) and (_SALIENT.search(m["answer"]) or _PLACE.search(m["answer"])):
+        wh = "Until when" if m["prep"] == "until" else _wh(m["prep"], m["answer"])
+        answer = m["answer"] if wh in ("Where", "By whom") else f"{m['prep']} {m['answer']}"
+        return QAPair(f"{wh} {m['aux']} {_lower_first(m['subject'])} {m['verb']}?", answer, "rules")
     m = _COPULA.match(sentence)
     if m and _good_subject(m["subject"]) and re.match(r"[0-9A-Z]", m["answer"]) and (
             _SALIENT.search(m["answer"]) or _PERSON.search(m["answer"])) and len(m["subject"].split()) <= 12:
