@@ -198,10 +198,10 @@ class Repl:
         files = self.bot.prepare_fine_tuning_data()
         card = json.loads(Path(files["card"]).read_text(encoding="utf-8"))
         kept = ", ".join(f"{n} from {g}" for g, n in card["generator"]["kept"].items())
-        dropped = "".join(f", {n} dropped: {why}" for why, n in card["generator"].get("dropped", {}).items())
+        dropped = "".join(f", {n} dropped: {why}" for why, n in card["generator"]["dropped"].items())
         counts = ", ".join(f"{fmt} {c['train']} train / {c['validation']} validation"
                            for fmt, c in card["counts"].items())
-        declines = sum(card.get("decline_examples", {}).values())
+        declines = sum(card["decline_examples"].values())
         self.say(f"generator {card['generator']['requested']}: {kept}{dropped}; {counts} (with {declines} that "
                  f"teach declining)")
         for role, path in files.items():

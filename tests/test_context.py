@@ -19,8 +19,8 @@ FIRE = ("# Fire safety\n\nIf the fire alarm sounds, leave by the nearest exit. T
 
 
 @pytest.fixture(scope="module")
-def embed(facts_index_bot):
-    return facts_index_bot.embedder.embed
+def embed(embedder):
+    return embedder.embed
 
 
 def test_the_context_keeps_the_sentences_nearest_the_question_in_their_blocks_and_order(embed):

@@ -114,7 +114,8 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         asked = question if standalone != question and names_its_subject(question) else standalone
         blocks = select_context(standalone if standalone == question else f"{question} {standalone}",
                                 [s.block for s in relevant], context_chars, embed)
-        relevant = [s for s in relevant if s.block[0] in {label for label, _ in blocks}]
+        kept_labels = {label for label, _ in blocks}
+        relevant = [s for s in relevant if s.block[0] in kept_labels]
         messages = build_messages(asked, blocks)
     provider = model()
     guard = GuardReport()

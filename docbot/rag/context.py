@@ -15,12 +15,11 @@ fine-tuned model sees at training time what it sees when it answers.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .evidence import split_sentences
+from .evidence import content_stems, split_sentences
 
 __all__ = ["select_context", "Embed", "WORDS_WEIGHT"]
 
@@ -28,10 +27,6 @@ Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length rows (an `Embe
 # Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone ranks "Adult records
 # are kept for 8 years" above "Children's records are kept until ..." for "How long are children's records kept?".
 WORDS_WEIGHT = 0.5
-
-_WORD = re.compile(r"[a-z0-9]+")
-_IGNORED = frozenset("a an the and or but of to in on at for by with from as is are was were be it its this that "
-                     "what which who whom when where why how do does did can must should may will".split())
 
 
 def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int,
@@ -69,12 +64,8 @@ def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
 def _shared_words(question: str, sentences: list[str]) -> np.ndarray:
     """Per sentence, the share of the question's words it holds, each word weighted by its rarity among the
     sentences (log(1 + n/df)): "children" counts for more than "records" in a block about records."""
-    words = [{_stem(w) for w in _WORD.findall(s.lower())} for s in sentences]
-    wanted = {_stem(w) for w in _WORD.findall(question.lower()) if w not in _IGNORED}
-    weight = {w: math.log(1 + len(sentences) / df) for w in wanted if (df := sum(w in s for s in words))}
+    words = [content_stems(s) for s in sentences]
+    weight = {w: math.log(1 + len(sentences) / df)
+              for w in content_stems(question) if (df := sum(w in s for s in words))}
     total = sum(weight.values()) or 1.0
     return np.array([sum(v for w, v in weight.items() if w in s) / total for s in words], dtype=np.float32)
-
-
-def _stem(word: str) -> str:
-    return word.removesuffix("s") if len(word) > 3 else word  # records/record, children's -> children + s

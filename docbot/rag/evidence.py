@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Evidence", "check_answer", "highlight", "split_sentences", "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
+__all__ = ["Evidence", "check_answer", "content_stems", "highlight", "split_sentences", "SUPPORT_THRESHOLD",
+           "MAX_SENTENCES"]
 
 # Share of the answer's weighted content words that its evidence must hold. On the Medical dev set
 # (benchmarks/evidence.py) correct answers scored 0.89 or more, and the wrong answers that the number, code and
@@ -318,6 +319,11 @@ def _classify(word: str, text: str, start: int) -> tuple[str, str | None]:
     sentence_start = not before or before[-1] in ".!?:\n-*#>" and not after_title
     name = word[0].isupper() and not sentence_start or any(c.isupper() for c in word[1:]) and not word.isupper()
     return ("name" if name else "word"), _stem(lower)
+
+
+def content_stems(text: str) -> set[str]:
+    """The stems of `text`'s words that carry meaning (stopwords dropped): how two texts' words are compared."""
+    return {_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOPWORDS}
 
 
 def _stem(word: str) -> str:

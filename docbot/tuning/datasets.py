@@ -26,7 +26,7 @@ from ..rag.index import StoredChunk
 from ..rag.context import Embed, select_context
 from ..rag.prompts import DECLINE_REPLY, INSTRUCTIONS, build_messages
 from ..providers import Provider
-from .qa_generation import Deduper, grounded, llm_pairs, rules_pairs
+from .qa_generation import Deduper, QAPair, gives_away, grounded, llm_pairs, rules_pairs
 from ..rag.retrieval import Source
 
 __all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs", "prepare_dataset"]
@@ -170,7 +170,7 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         pairs, complete = (rules_pairs(chunk.text), True) if generator == "rules" else llm_pairs(provider, chunk.text)
         dropped["reply cut off or unreadable"] += not complete
         for pair in pairs:
-            reason = _drop_reason(pair.question, pair.answer, chunk.text, dedupe)
+            reason = _drop_reason(pair, chunk.text, dedupe)
             if reason:
                 dropped[reason] += 1
                 continue
@@ -234,14 +234,14 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
         return {**paths, "card": str(card_path), "bundle": str(bundle)}
 
 
-def _drop_reason(question: str, answer: str, chunk_text: str, dedupe: Deduper) -> str | None:
+def _drop_reason(pair: QAPair, chunk_text: str, dedupe: Deduper) -> str | None:
     """Why a generated pair is not kept (None: kept): its answer is not in its chunk, the question already holds
     the answer (nothing to learn), or the question nearly repeats a kept one (`qa_generation.DUPLICATE_JACCARD`)."""
-    if not grounded(answer, chunk_text):
+    if not grounded(pair.answer, chunk_text):
         return "answer not in its chunk"
-    if answer.lower().strip(" .") in question.lower():
+    if gives_away(pair):
         return "answer given away by the question"
-    if not dedupe.add(question):
+    if not dedupe.add(pair.question):
         return "near-duplicate question"
     return None
 
@@ -268,9 +268,11 @@ def _decline_copies(records: list[Record], pool: Sequence[StoredChunk], rng: ran
     and `DECLINE_REPLY` as the answer: a model tuned on them says the blocks lack it instead of guessing."""
     copies = []
     for record in rng.sample(records, math.ceil(len(records) * DECLINE_SHARE)):  # a small split still gets one
-        others = [c for c in pool if c.source != record.source and not grounded(record.answer, c.text)]
-        if others:
-            distractors = tuple(rng.sample(others, min(RAFT_DISTRACTORS + 1, len(others))))
+        others = [c for c in pool if c.source != record.source]
+        # a few more than needed, then those holding the answer out: no grounding check over the whole pool
+        drawn = rng.sample(others, min(2 * (RAFT_DISTRACTORS + 1), len(others)))
+        distractors = tuple([c for c in drawn if not grounded(record.answer, c.text)][:RAFT_DISTRACTORS + 1])
+        if distractors:
             copies.append(replace(record, answer=DECLINE_REPLY, context=distractors, raft=True, declines=True,
                                   paraphrase=None))
     return copies

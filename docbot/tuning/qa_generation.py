@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..providers import Provider
 
-__all__ = ["QAPair", "rules_pairs", "llm_pairs", "pairs_schema", "parse_llm_json", "grounded", "Deduper",
+__all__ = ["QAPair", "gives_away", "rules_pairs", "llm_pairs", "pairs_schema", "parse_llm_json", "grounded", "Deduper",
            "GROUNDING_THRESHOLD"]
 
 GROUNDING_THRESHOLD = 0.8  # share of an answer's content words that must occur in its chunk
@@ -82,11 +82,15 @@ class Deduper:
 # -- model-free generator ---------------------------------------------------------------------------------------
 
 
+def gives_away(pair: QAPair) -> bool:
+    """Whether the question already holds its answer: nothing to learn from it."""
+    return pair.answer.lower().strip(" .") in pair.question.lower()
+
+
 def rules_pairs(text: str) -> list[QAPair]:
     """Pairs derived from the chunk's own sentences; no question contains its answer span. Only a chunk with no
     fact sentence gets the filler "What does the section ... say?" (its first sentence) for each heading."""
-    pairs = [pair for pair in map(_from_sentence, _sentences(text))
-             if pair and pair.answer.lower() not in pair.question.lower()]
+    pairs = [pair for pair in map(_from_sentence, _sentences(text)) if pair and not gives_away(pair)]
     return pairs or [QAPair(f"What does the section \"{heading}\" say?", first_sentence, "rules")
                      for heading, first_sentence in _sections(text)]
 
