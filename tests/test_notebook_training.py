@@ -17,7 +17,8 @@ import pytest
 from docbot.config import load_config
 from docbot.errors import ConfigError
 from docbot.tuning.notebook import ADAPTER_ZIP, build_notebook, write_notebook
-from docbot.tuning.training import ADAPTER_MANIFEST, MANIFEST_SCHEMA_VERSION, model_fingerprint, train_lora
+from docbot.tuning.training import (ADAPTER_MANIFEST, MANIFEST_SCHEMA_VERSION, answer_loss, model_fingerprint,
+                                   read_chat_jsonl, train_lora)
 
 TINY = dict(learning_rate=1e-3, batch_size=4, num_epochs=2, lora_rank=4, lora_alpha=8, lora_dropout=0.0,
             lora_target_modules=["q_proj", "v_proj"], max_seq_length=256)
@@ -279,3 +280,45 @@ def test_train_lora_on_smollm2(tmp_path, smollm2_path):
     assert manifest["dataset"]["train_examples_used"] == 6  # every prompt fits 128 tokens: answers are trained
     assert 0 < manifest["losses"]["final_validation"] < 20
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)  # 3 steps of 2 = each example once, padding not counted
+    assert manifest["training"]["tokens"] == sum(
+        len(tokenizer.apply_chat_template(p["prompt"] + p["completion"], tokenize=True, return_dict=True)["input_ids"])
+        for p in read_chat_jsonl(train))
+    assert 0 < manifest["training"]["train_seconds"] <= manifest["training"]["seconds"]
+
+
+@pytest.mark.slow
+def test_answer_loss_is_the_models_own_loss_with_the_same_gradients(tmp_path, smollm2_path):
+    """Scoring only the answer positions is a speed-up, not another objective: on a padded batch of unequal rows
+    the loss and the LoRA gradients equal those of the model's own full-logits loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    rows = []
+    for pair in read_chat_jsonl(write_jsonl(tmp_path / "rows.jsonl", chat_rows(3))):
+        prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+        full = tokenizer.apply_chat_template(pair["prompt"] + pair["completion"], tokenize=True,
+                                             return_dict=True)["input_ids"]
+        rows.append((full, [-100] * len(prompt) + full[len(prompt):]))
+    rows[1] = (rows[1][0] + tokenizer.encode(" and more words"), rows[1][1] + [-100] * 3)  # unequal lengths
+    width = max(len(ids) for ids, _ in rows)
+    batch = {"input_ids": torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in rows]),
+             "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+             "labels": torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])}
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+    losses, grads = [], []
+    for loss_of in (lambda: model(**batch).loss, lambda: answer_loss(model, batch)):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in lora]))
+    assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-6)
