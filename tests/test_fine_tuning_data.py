@@ -15,7 +15,8 @@ from docbot import ConfigurableDocBot, DocbotError
 from docbot.files import sha256_file
 from docbot.rag.prompts import DECLINE_REPLY, INSTRUCTIONS
 from docbot.tuning.datasets import DECLINE_SHARE, validate_jsonl
-from docbot.tuning.qa_generation import grounded, parse_llm_json, rules_pairs
+from docbot.tuning.judge import judge
+from docbot.tuning.qa_generation import QAPair, grounded, parse_llm_json, rules_pairs
 
 USER_PAIRS = [
     {"question": "Which pharmacist signs the Quorvane stock book?", "answer": "Odalys Penhallow signs it weekly.",
@@ -213,3 +214,30 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
 ])
 def test_rules_ask_about_each_fact_sentence_and_fall_back_to_the_section_only_without_one(text, expected):
     assert [(p.question, p.answer) for p in rules_pairs(text)] == expected
+
+
+VELMORA = ("The Velmora clinic opens at 06:45 on weekdays. The chief pharmacist is Odalys Penhallow. "
+           "The Brindleweed vaccine must be stored at 3 degrees Celsius. Sharps bins are collected every Tuesday.")
+
+
+@pytest.mark.parametrize("question, answer, reason", [
+    # good pairs, one per kind of fact, some in other words than the chunk's: kept
+    ("When does the Velmora clinic open on weekdays?", "06:45", None),
+    ("Who is the chief pharmacist?", "Odalys Penhallow", None),
+    ("At what temperature must the Brindleweed vaccine be stored?", "3 degrees Celsius", None),
+    ("How often are the sharps bins collected?", "every Tuesday", None),
+    # the answer is not in the chunk
+    ("When does the Velmora clinic open on weekdays?", "07:30", "answer not in its chunk"),
+    ("Who is the chief pharmacist?", "Imke Varga", "answer not in its chunk"),
+    # the question is about something the chunk never mentions
+    ("What is the emergency code for a fire at Arnholt?", "06:45", "question not about its chunk"),
+    ("Which form requests a non-formulary medicine?", "Odalys Penhallow", "question not about its chunk"),
+    # the answer is in the chunk but of the wrong kind
+    ("Who is the chief pharmacist?", "06:45", "answer does not fit the question"),
+    ("When does the Velmora clinic open on weekdays?", "Odalys Penhallow", "answer does not fit the question"),
+    # the question already holds the answer
+    ("Is the chief pharmacist Odalys Penhallow?", "Odalys Penhallow", "answer given away by the question"),
+    ("Does the Velmora clinic open at 06:45 on weekdays?", "06:45 on weekdays", "answer given away by the question"),
+])
+def test_the_judge_drops_planted_bad_pairs_of_each_kind_and_keeps_good_ones(question, answer, reason):
+    assert judge(QAPair(question, answer, "planted"), VELMORA) == reason

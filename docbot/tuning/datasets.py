@@ -26,7 +26,8 @@ from ..rag.index import StoredChunk
 from ..rag.context import Embed, select_context
 from ..rag.prompts import DECLINE_REPLY, INSTRUCTIONS, build_messages
 from ..providers import Provider
-from .qa_generation import Deduper, QAPair, gives_away, grounded, llm_pairs, rules_pairs
+from .judge import judge
+from .qa_generation import Deduper, QAPair, grounded, llm_pairs, rules_pairs
 from ..rag.retrieval import Source
 
 __all__ = ["FORMATS", "Record", "to_row", "validate_jsonl", "validate_qa_pairs", "prepare_dataset"]
@@ -235,12 +236,11 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
 
 
 def _drop_reason(pair: QAPair, chunk_text: str, dedupe: Deduper) -> str | None:
-    """Why a generated pair is not kept (None: kept): its answer is not in its chunk, the question already holds
-    the answer (nothing to learn), or the question nearly repeats a kept one (`qa_generation.DUPLICATE_JACCARD`)."""
-    if not grounded(pair.answer, chunk_text):
-        return "answer not in its chunk"
-    if gives_away(pair):
-        return "answer given away by the question"
+    """Why a generated pair is not kept (None: kept): the judge's reason (`judge.REASONS`), or a question that
+    nearly repeats a kept one (`qa_generation.DUPLICATE_JACCARD`)."""
+    reason = judge(pair, chunk_text)
+    if reason:
+        return reason
     if not dedupe.add(pair.question):
         return "near-duplicate question"
     return None

@@ -3,9 +3,8 @@
 The model-free ("rules") generator turns sentences that state a fact (a name, number, code, date) into a question
 and an answer span, and headings into a question about their section; it runs offline in seconds. The LLM
 generator asks the active provider for pairs in JSON: held to a JSON schema where the provider can (llama.cpp),
-else parsed defensively. Every kept pair
-passes `grounded` (most of the answer's content words occur in its chunk) and near-duplicate questions are
-dropped by `Deduper`.
+else parsed defensively. Every pair then passes `judge` (grounded, about its chunk, fitting its question, not
+given away), and near-duplicate questions are dropped by `Deduper`.
 """
 
 from __future__ import annotations
