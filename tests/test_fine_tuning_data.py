@@ -205,14 +205,24 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
 @pytest.mark.parametrize("text, expected", [
     ("Children's records are kept until the patient's 25th birthday.",
      [("Until when are Children's records kept?", "until the patient's 25th birthday")]),
-    ("Oxygen cylinders are stored in Room 114.", [("Where are Oxygen cylinders stored?", "Room 114")]),
-    ("Passwords must be changed every 90 days.", [("When must Passwords be changed?", "every 90 days")]),
+    ("Oxygen cylinders are stored in Room 114.", [("Where are Oxygen cylinders stored?", "Room 114"),
+                                                  ("Oxygen cylinders are stored in which room?", "Room 114")]),
+    ("Passwords must be changed every 90 days.", [("When must Passwords be changed?", "every 90 days"),
+                                                  ("Passwords must be changed every how many days?", "90 days")]),
     ("# Visiting\n\nVisitors are welcome on the unit. Sharps bins are collected every Tuesday at 10:00.",
-     [("When are Sharps bins collected?", "every Tuesday at 10:00")]),  # a fact: no section filler
+     [("When are Sharps bins collected?", "every Tuesday at 10:00"),  # a fact: no section filler
+      ("Sharps bins are collected every Tuesday at what time?", "10:00"),
+      ("Sharps bins are collected every which day at 10:00?", "Tuesday")]),
+    ("The Laboratory Lead is Marco Estevanez. Samples are sent to the Westmere Central Laboratory.",
+     [("Who is the Laboratory Lead?", "Marco Estevanez"), ("Which lead is Marco Estevanez?", "Laboratory Lead"),
+      ("The Laboratory Lead is who?", "Marco Estevanez"),
+      ("Samples are sent to which laboratory?", "Westmere Central Laboratory")]),
+    ("**Policy code:** POL-117\n**Owner:** Ingrid Salcombe, Observation Unit Ward Manager\n",
+     [("What is the policy code?", "POL-117"), ("Who is the owner?", "Ingrid Salcombe")]),
     ("# Visiting\n\nVisitors are always welcome on the unit.",
      [('What does the section "Visiting" say?', "Visitors are always welcome on the unit.")]),  # nothing better
 ])
-def test_rules_ask_about_each_fact_sentence_and_fall_back_to_the_section_only_without_one(text, expected):
+def test_rules_phrase_each_fact_more_than_once_and_use_the_section_filler_only_without_one(text, expected):
     assert [(p.question, p.answer) for p in rules_pairs(text)] == expected
 
 

@@ -87,11 +87,75 @@ def gives_away(pair: QAPair) -> bool:
 
 
 def rules_pairs(text: str) -> list[QAPair]:
-    """Pairs derived from the chunk's own sentences; no question contains its answer span. Only a chunk with no
-    fact sentence gets the filler "What does the section ... say?" (its first sentence) for each heading."""
-    pairs = [pair for pair in map(_from_sentence, _sentences(text)) if pair and not gives_away(pair)]
+    """Pairs derived from the chunk's own sentences; no question contains its answer span. Each fact sentence gets
+    its pattern's question (a rule, a place, a copula) and a question on each salient span (a time, a quantity, a
+    code, a month, a name): a fact in more than one phrasing. Only a chunk with no fact sentence gets the filler
+    "What does the section ... say?" (its first sentence) for each heading."""
+    pairs = list(_field_pairs(text))
+    for sentence in _sentences(text):
+        found = _from_sentence(sentence)
+        pairs += [p for p in ([found] if found else []) + _span_pairs(sentence) if not gives_away(p)]
     return pairs or [QAPair(f"What does the section \"{heading}\" say?", first_sentence, "rules")
                      for heading, first_sentence in _sections(text)]
+
+
+def _field_pairs(text: str) -> Iterator[QAPair]:
+    """A Markdown field line, "**Owner:** Ingrid Salcombe, Ward Manager": "Who is the owner?" -> the name."""
+    for m in re.finditer(r"^\s*(?:[-*]\s+)?\*\*(?P<key>[A-Za-z][^*:\n]{1,40}):\*\*\s*(?P<value>[^\n]{2,100}?)\s*$",
+                         text, re.M):
+        first = m["value"].split(", ")[0]
+        person = bool(_PERSON.search(first))
+        yield QAPair(f"{'Who' if person else 'What'} is the {m['key'].strip().lower()}?",
+                     first if person else m["value"], "rules")
+
+
+_MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+_DAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
+_UNIT = (r"(?:working days|days|weeks|months|years|hours|minutes|seconds|mg|grams|ml|litres|degrees Celsius|degrees|"
+         r"tablets|doses|bays|beds|percent|metres|identifiers|times)")
+# (pattern, question words): the span a question asks for, most specific first; a span inside a found one is skipped
+_SPANS = (
+    (re.compile(r"\b\d{1,2}:\d{2}(?:\s*(?:to|and|-)\s*(?:at\s+)?\d{1,2}:\d{2})?"), "what time"),
+    (re.compile(rf"\b\d+(?:\.\d+)?\s+{_UNIT}\b"), "how many {unit}"),
+    (re.compile(r"\b[A-Z]{2,}-\d+\b"), "which code"),
+    (re.compile(r"\b(?:Room|Ward|Bay|Floor|Gate|Door) \d+\b"), "which {unit}"),
+    (re.compile(rf"\b{_MONTH}(?:\s+and\s+{_MONTH})?\b"), "which months"),
+    (re.compile(rf"\b{_DAY}s?\b"), "which day"),
+    (re.compile(r"\b(?!(?:The|A|An|In|On|At|Each|Every|All)\b)(?:Dr\.?\s|Reverend\s|Sister\s|Nurse\s)?"
+                r"[A-Z][a-z]+(?:\s[A-Z][a-z'-]+)+\b"), "who"),
+    (re.compile(r"\b\d{3,}\b"), "which number"),
+)
+_ORG_END = re.compile(r"(?:Ltd|Laboratory|Unit|Officer|Committee|Room|Clinic|Service|Services|Shredding|Waste|Team|"
+                      r"Office|Lead|Manager|Centre|Center|Hospital|Pharmacy|Board|Desk|System)$")
+
+
+def _span_pairs(sentence: str) -> list[QAPair]:
+    """A question on each salient span of a fact sentence, the span its answer: "Who ..." when a name opens the
+    sentence, else the sentence itself with the span replaced by its question words ("... take how many working
+    days?"), the echo question a reader asks of a fact."""
+    taken: list[tuple[int, int]] = []
+    pairs = []
+    for pattern, kind in _SPANS:
+        for m in pattern.finditer(sentence):
+            if any(a <= m.start() < b or a < m.end() <= b for a, b in taken):
+                continue
+            taken.append(m.span())
+            span, before, asks = m.group(0), sentence[:m.start()].rstrip(), kind
+            org = _ORG_END.search(span) if kind == "who" else None
+            if org:  # "sent to the Westmere Central Laboratory": which laboratory
+                noun = "company" if org.group(0) in ("Ltd", "Shredding", "Waste") else org.group(0).lower()
+                asks, before = f"which {noun}", re.sub(r"\b[Tt]he$", "", before).rstrip()
+            wh = asks.format(unit=re.sub(r"^[\d.]+\s+|\s+\d+$", "", span).lower())
+            rest = sentence[m.end():].rstrip(" .")
+            if not before:
+                question = f"{wh[0].upper()}{wh[1:] if wh != 'what time' else ''} {rest.lstrip()}?".replace("  ", " ")
+                if wh.startswith("how many"):
+                    continue  # "10 hours must pass ..." reads badly turned round
+            else:
+                question = f"{before} {wh}{rest}?"
+            if len(question.split()) >= 4:
+                pairs.append(QAPair(question, span, "rules"))
+    return pairs
 
 
 def _sentences(text: str) -> Iterator[str]:
