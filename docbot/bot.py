@@ -190,7 +190,8 @@ class ConfigurableDocBot:
         """Answer with a fine-tuned model: a registry version (folder or name), an adapter folder (such as the
         notebook's unpacked `rag_chatbot_fine_tuned/`) or its zip, both imported into the registry first, or a
         merged model folder. With no path: the current domain's newest version. The adapter's base model is
-        checked against the local one before loading, and its probe logits after."""
+        checked against the local one before loading, and its probe after. A version with a GGUF LoRA answers
+        on llama.cpp over the base's GGUF unless the provider is transformers (`finetuned.load`)."""
         target = finetuned.resolve(path, self.config, self.domain)
         if isinstance(target, Path):  # a merged, standalone model folder
             return self.set_model("transformers", str(target))

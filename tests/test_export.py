@@ -20,7 +20,7 @@ import ollama
 import pytest
 
 from docbot.errors import DocbotError, ProviderError
-from docbot.tuning.export import export_gguf, merge_adapter
+from docbot.tuning.export import export_gguf, export_lora_gguf, merge_adapter
 from docbot.tuning.ollama_export import modelfile, ollama_create, ollama_template
 from docbot.providers.ollama import OllamaProvider
 from docbot.providers.transformers_local import TransformersProvider
@@ -202,6 +202,17 @@ def test_gguf_export_refuses_an_existing_file(tmp_path):
     with pytest.raises(DocbotError, match="already exists"):
         export_gguf(str(tmp_path / "model"), str(tmp_path / "out.gguf"))
     assert (tmp_path / "out.gguf").read_bytes() == b"mine"
+
+
+def test_lora_export_needs_a_local_base_folder_and_never_overwrites(tmp_path, smollm2_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(DocbotError, match="not a local model folder"):
+        export_lora_gguf(tmp_path / "adapter", "HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path / "lora.gguf")
+    (tmp_path / "lora.gguf").write_bytes(b"mine")
+    with pytest.raises(DocbotError, match="already exists"):
+        export_lora_gguf(tmp_path / "adapter", smollm2_path, tmp_path / "lora.gguf")
+    assert (tmp_path / "lora.gguf").read_bytes() == b"mine"
 
 
 def test_converter_download_failure_says_what_to_run(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Local LoRA training, the versioned registry, switching to fine-tuned models and back, on the real SmolLM2."""
+"""Local LoRA training, the versioned registry, switching to fine-tuned models and back, on the real SmolLM2, and
+the adapter's second form: a GGUF LoRA that llama.cpp applies over SmolLM2's packaged Q4_1 GGUF."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 from conftest import FACTS, REPO, write_facts_domain
 from docbot import ConfigurableDocBot, Conversation, DocbotError
+from docbot.providers import LlamaCppProvider
+from docbot.tuning import finetuned
+from docbot.tuning.finetuned import AGREEMENT_TOLERANCE, LORA_GGUF, llamacpp_agreement
 from docbot.tuning.registry import PROBE_MESSAGES, list_versions
 from docbot.tuning.training import train_lora
 
@@ -23,18 +27,20 @@ FAST = dict(max_steps=2, max_seq_length=512, batch_size=2)
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, facts_index_bot, smollm2_path):
-    """Three versions: v1.0.0, a retrain on the same data (v1.0.1), and one on new data (v1.1.0)."""
+    """Three versions: v1.0.0, a retrain on the same data (v1.0.1, at a learning rate that changes SmolLM2's greedy
+    answer to the probe, so that its llama.cpp form shows whether the LoRA is applied), and one on new data
+    (v1.1.0). llama.cpp runs on one thread: the tests share a small machine."""
     from pathlib import Path
 
     root = tmp_path_factory.mktemp("registry")
     (root / "models").mkdir()
     (root / "models" / Path(smollm2_path).name).symlink_to(smollm2_path)
     bot = ConfigurableDocBot(config=facts_index_bot.config.replace(data_dir=str(root / "data"),
-                                                             models_dir=str(root / "models")))
+                                                             models_dir=str(root / "models"), n_threads=1))
     bot.load_domain(facts_index_bot.domain, facts_index_bot.documents_path, progress=False)
     bot.prepare_fine_tuning_data(formats=("chat",), progress=False)
     first = bot.train(**FAST)
-    patch = bot.train(learning_rate=1e-3, **FAST)
+    patch = bot.train(learning_rate=1e-2, **FAST)
     bot.prepare_fine_tuning_data(formats=("chat",), progress=False,
                                  qa_pairs=[{"question": "Who runs the Velmora night desk?", "answer": "Ines Varga."}])
     minor = bot.train(**FAST)
@@ -50,13 +56,74 @@ def test_versions_follow_the_guide_and_describe_themselves(registry):
     adapter = manifest["adapter"]
     base_manifest = json.loads((root / "models" / "base_smollm2-135m-instruct" / "docbot_base_model.json").read_text())
     assert adapter["base_model"] == {"name": "SmolLM2-135M-Instruct", "location": adapter["base_model"]["location"],
-                                     "fingerprint": base_manifest["fingerprint"]}
+                                     "fingerprint": base_manifest["gguf_sha256"]}  # the GGUF names the base
     assert adapter["losses"]["final_train"] is not None and adapter["training"]["global_step"] == 2
     assert len(manifest["probe"]["adapted"]) == 32 and manifest["probe"]["adapted"] != manifest["probe"]["base"]
     assert (first.path / "adapter_model.safetensors").is_file()
     assert [p.name for p in (root / "models").glob(".*")] == [".runs"]  # no staging folder left behind
     assert not any((root / "models" / ".runs").iterdir())  # and no finished run's checkpoints
     assert "base SmolLM2-135M-Instruct" in first.describe() and "loss train" in first.describe()
+
+
+def test_a_version_holds_the_adapter_in_both_forms(registry):
+    """The PEFT adapter for transformers and its GGUF LoRA for llama.cpp, with the hash and the measured agreement
+    on the probe (teacher-forced: llama.cpp's next token after each of transformers' greedy tokens)."""
+    import gguf
+
+    from docbot.files import sha256_file
+
+    _, _, versions = registry
+    for version in versions:
+        served = version.manifest["gguf_lora"]
+        lora = version.path / served["file"]
+        assert served["file"] == LORA_GGUF and sha256_file(lora) == served["sha256"]
+        fields = gguf.GGUFReader(lora).fields
+        assert bytes(fields["general.type"].parts[-1]) == b"adapter"
+        assert bytes(fields["adapter.type"].parts[-1]) == b"lora"
+        agreement = served["agreement"]
+        assert agreement["tokens"] == len(version.manifest["probe"]["greedy"]["tokens"]) > 0
+        assert AGREEMENT_TOLERANCE <= agreement["teacher_forced"] <= 1 and agreement["tolerance"] == AGREEMENT_TOLERANCE
+        assert "llama.cpp (agrees" in version.describe()
+
+
+def test_use_fine_tuned_answers_on_llamacpp_with_the_lora_within_the_tolerance(registry):
+    bot, _, (_, patch, _) = registry
+    on_llamacpp = ConfigurableDocBot(config=bot.config.replace(provider="llamacpp"))
+    on_llamacpp.load_domain(bot.domain, bot.documents_path, progress=False)
+    provider = on_llamacpp.switch_to_fine_tuned_model(patch.name)
+    assert isinstance(provider, LlamaCppProvider) and provider.lora == str(patch.path / LORA_GGUF)
+    assert on_llamacpp.ask(QUESTION).model == f"llamacpp:SmolLM2-135M-Instruct+{patch.name}"
+    reference = patch.manifest["probe"]["greedy"]  # transformers + the adapter, greedy, on the probe prompt
+    tuned = llamacpp_agreement(provider, reference)
+    base = on_llamacpp.use_base()
+    assert isinstance(base, LlamaCppProvider) and base.lora is None
+    untuned = llamacpp_agreement(base, reference)
+    assert tuned["teacher_forced"] >= AGREEMENT_TOLERANCE, tuned
+    assert untuned["teacher_forced"] < tuned["teacher_forced"], (untuned, tuned)  # the LoRA is what agrees
+    n = len(reference["tokens"])
+    assert provider.greedy_tokens(reference["prompt_ids"], n) != base.greedy_tokens(reference["prompt_ids"], n)
+
+
+def test_an_adapter_llamacpp_cannot_follow_is_refused(registry, tmp_path):
+    """rsLoRA scales by alpha/sqrt(r) in PEFT but llama.cpp applies alpha/r: a real adapter whose GGUF form
+    answers differently, which the agreement check refuses before anything is registered."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    bot, root, (first, _, _) = registry
+    foreign = tmp_path / "rslora"
+    shutil.copytree(first.path, foreign)
+    (foreign / "docbot_model.json").unlink()
+    weights = load_file(foreign / "adapter_model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    save_file({k: torch.randn(v.shape, generator=generator) * 0.3 if "lora_B" in k else v for k, v in weights.items()},
+              foreign / "adapter_model.safetensors")
+    config = json.loads((foreign / "adapter_config.json").read_text())
+    (foreign / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}))
+    before = sorted(p.name for p in (root / "models").iterdir())
+    with pytest.raises(DocbotError, match=r"sets use_rslora.*was not registered.*provider 'transformers'"):
+        finetuned.resolve(foreign, bot.config.replace(provider="llamacpp"), bot.domain)  # what use-fine-tuned runs
+    assert sorted(p.name for p in (root / "models").iterdir()) == before  # no version, no staging folder
 
 
 def test_switching_changes_the_model_and_use_base_returns(registry):

@@ -76,6 +76,19 @@ class LlamaCppProvider(Provider):
     def stream(self, messages: Messages, max_new_tokens: int) -> Iterator[str]:
         return self._stream(messages, max_new_tokens, {})
 
+    def greedy_tokens(self, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        """The token ids greedy decoding continues `prompt_ids` with (the end-of-turn token included). The prompt
+        goes in as ids, past llama.cpp's tokenizer and chat template, so that two runtimes can be compared token
+        by token on exactly the same input. Like `stream`, it reuses the cached prefix of the previous request."""
+        reply = self.server.handle_completions({
+            "prompt": [int(i) for i in prompt_ids], "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1,
+            "seed": SEED, "cache_prompt": True, "n_probs": 1})  # n_probs: the reply then names each token's id
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {"message": reply["error"]}
+            raise ProviderError(f"llama.cpp failed to continue the token ids with {self.model}: "
+                                f"{error.get('message', error)}")
+        return [token["id"] for token in ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content", [])]
+
     def _stream(self, messages: Messages, max_new_tokens: int, options: dict) -> Iterator[str]:
         request = {
             "messages": messages,

@@ -3,8 +3,11 @@
 A version is a folder holding a LoRA adapter, its tokenizer, the adapter manifest written by training
 (`docbot_adapter.json`: base model and fingerprint, dataset card hash, config, losses) and the registry's own
 `docbot_model.json`: the version, where the adapter came from, the adapter's hash, and a probe, the logits of
-the base and of the adapted model on a fixed prompt. Loading checks the probe, so an adapter that is silently
-ignored (the worst failure of a fine-tune) is caught. Versions follow the guide: a new base model bumps MAJOR,
+the base and of the adapted model on a fixed prompt, and the adapted model's greedy tokens there. Loading checks the
+probe, so an adapter that is silently ignored (the worst failure of a fine-tune) is caught. A version whose base
+has a GGUF for llama.cpp also holds the adapter as a GGUF LoRA (`gguf_lora` in the manifest: the file, its hash and
+how closely llama.cpp follows the adapter's greedy tokens), made by the `serve` step given to `register`, so that
+both runtimes answer with it. Versions follow the guide: a new base model bumps MAJOR,
 new data MINOR, a retrain on the same data PATCH. A version appears only once its files are complete and its probe
 verified (staged in a hidden folder, then renamed).
 """
@@ -26,11 +29,13 @@ from ..providers.base_models import MANIFEST_NAME
 from .training import ADAPTER_MANIFEST, model_fingerprint
 
 __all__ = ["ModelVersion", "base_fingerprint", "read_adapter_manifest", "list_versions", "next_version", "register", "import_zip", "find_version",
-           "REGISTRY_MANIFEST", "PROBE_MESSAGES", "probe_logits", "probe_matches"]
+           "REGISTRY_MANIFEST", "PROBE_MESSAGES", "PROBE_NEW_TOKENS", "probe_logits", "probe_greedy",
+           "probe_matches"]
 
 REGISTRY_MANIFEST = "docbot_model.json"
 PROBE_MESSAGES = [{"role": "user", "content": "Answer from the text above: what does the document say?"}]
 PROBE_TOKENS = 32  # logits kept per probe: the adapted model's top tokens, with the base's values for the same ids
+PROBE_NEW_TOKENS = 32  # greedy tokens kept per probe: what another runtime's form of the adapter is compared with
 _NAME = re.compile(r"^(?P<domain>[a-z0-9][a-z0-9_-]*)_finetuned_v(?P<v>\d+\.\d+\.\d+)$")
 
 
@@ -48,21 +53,32 @@ class ModelVersion:
         return self.path.name
 
     def describe(self) -> str:
-        """One line for `models`: version, base, data, losses, date."""
+        """One line for `models`: version, base, data, losses, date, and whether llama.cpp serves it."""
         adapter = self.manifest["adapter"]
         losses = adapter.get("losses", {})
         card = (adapter.get("dataset", {}).get("card_sha256") or "?")[:12]
+        served = self.manifest.get("gguf_lora") or {}
+        llamacpp = (f"  llama.cpp (agrees {served['agreement']['teacher_forced']:.0%})" if served.get("file")
+                    else "")
         return (f"{self.name}  base {adapter['base_model']['name']}  data {card}  "
                 f"loss train {_fmt(losses.get('final_train'))} / validation {_fmt(losses.get('final_validation'))}  "
-                f"{self.manifest['registered_at']}")
+                f"{self.manifest['registered_at']}{llamacpp}")
 
 
 def base_fingerprint(folder: str | Path) -> str:
-    """The fingerprint of a local base model: recorded at conversion for packaged models, else hashed now."""
+    """What an adapter records as its base: a packaged model's GGUF SHA-256 (its identity: the de-quantized bytes
+    may differ between transformers versions, here and in Colab), else its weights' hash, computed now."""
+    return base_fingerprints(folder)[0]
+
+
+def base_fingerprints(folder: str | Path) -> tuple[str, ...]:
+    """Every fingerprint naming this local base: a packaged model's GGUF SHA-256 and, as adapters recorded before
+    that, its converted weights' hash (both from its conversion manifest); else its weights' hash."""
     manifest = Path(folder) / MANIFEST_NAME
     if manifest.is_file():
-        return json.loads(manifest.read_text(encoding="utf-8"))["fingerprint"]
-    return model_fingerprint(folder)
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        return recorded["gguf_sha256"], recorded["fingerprint"]
+    return (model_fingerprint(folder),)
 
 
 def list_versions(models_dir: str | Path, domain: str | None = None) -> list[ModelVersion]:
@@ -99,10 +115,13 @@ def next_version(models_dir: str | Path, domain: str, adapter_manifest: dict) ->
     return (major, minor, patch + 1)
 
 
-def register(adapter_dir: str | Path, models_dir: str | Path, domain: str, *, probe, source: str) -> ModelVersion:
+def register(adapter_dir: str | Path, models_dir: str | Path, domain: str, *, probe, source: str,
+             serve=None) -> ModelVersion:
     """Copy an adapter folder into the registry as the next version; `probe(adapter_dir)` must return
-    `{"base": [...], "adapted": [...], "token_ids": [...]}` computed by loading it. The same adapter registered
-    twice is the same version, not a new one."""
+    `{"base": [...], "adapted": [...], "token_ids": [...]}` computed by loading it (and may add more, such as
+    `probe_greedy`'s tokens). `serve(adapter_dir, probe_values)`, when given, writes other runtimes' forms of the
+    adapter into the staged folder and returns what the manifest records of them as `gguf_lora` (or raises to
+    refuse the adapter). The same adapter registered twice is the same version, not a new one."""
     adapter_dir, models_dir = Path(adapter_dir), Path(models_dir)
     adapter_manifest = read_adapter_manifest(adapter_dir)
     weights = adapter_dir / "adapter_model.safetensors"
@@ -123,13 +142,15 @@ def register(adapter_dir: str | Path, models_dir: str | Path, domain: str, *, pr
         if probe_values["base"] == probe_values["adapted"]:
             raise DocbotError(f"{adapter_dir}: the adapter does not change the base model's output (its LoRA "
                               f"weights are zero?); train it for some steps first")
+        served = serve(staging, probe_values) if serve is not None else None
         while True:
             version = next_version(models_dir, domain, adapter_manifest)
             target = models_dir / f"{domain}_finetuned_v{'.'.join(map(str, version))}"
             manifest = {"schema_version": 1, "domain": domain, "version": ".".join(map(str, version)),
                         "source": source, "adapter_sha256": digest,
                         "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "probe": {"messages": PROBE_MESSAGES, **probe_values}, "adapter": adapter_manifest}
+                        "probe": {"messages": PROBE_MESSAGES, **probe_values}, "gguf_lora": served,
+                        "adapter": adapter_manifest}
             write_json_atomic(staging / REGISTRY_MANIFEST, manifest)
             staging.chmod(0o755)
             try:
@@ -143,7 +164,7 @@ def register(adapter_dir: str | Path, models_dir: str | Path, domain: str, *, pr
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def import_zip(zip_path: str | Path, models_dir: str | Path, domain: str, *, probe) -> ModelVersion:
+def import_zip(zip_path: str | Path, models_dir: str | Path, domain: str, *, probe, serve=None) -> ModelVersion:
     """Register the notebook's `rag_chatbot_fine_tuned.zip` (or any zip holding one adapter folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -158,7 +179,8 @@ def import_zip(zip_path: str | Path, models_dir: str | Path, domain: str, *, pro
         if len(folders) != 1:
             raise DocbotError(f"{zip_path}: expected one adapter folder (with adapter_config.json), "
                               f"found {len(folders)}")
-        return register(folders.pop(), models_dir, domain, probe=probe, source=f"zip {Path(zip_path).name}")
+        return register(folders.pop(), models_dir, domain, probe=probe, source=f"zip {Path(zip_path).name}",
+                        serve=serve)
 
 
 def probe_logits(tokenizer, base_model, adapted_model) -> dict:
@@ -173,6 +195,20 @@ def probe_logits(tokenizer, base_model, adapted_model) -> dict:
     top = torch.topk(adapted, min(PROBE_TOKENS, adapted.numel())).indices
     return {"token_ids": top.tolist(), "base": [round(float(x), 5) for x in base[top]],
             "adapted": [round(float(x), 5) for x in adapted[top]]}
+
+
+def probe_greedy(tokenizer, adapted_model, new_tokens: int = PROBE_NEW_TOKENS) -> dict:
+    """The probe prompt's token ids and the adapted model's greedy continuation (end-of-turn token included): the
+    reference another runtime's form of the adapter is compared with, token by token, on the same ids."""
+    import torch
+
+    text = tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = adapted_model.generate(**ids, max_new_tokens=new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    prompt = ids["input_ids"][0].tolist()
+    return {"prompt_ids": prompt, "tokens": out[0, len(prompt):].tolist()}
 
 
 def probe_matches(recorded: dict, measured: dict, tolerance: float = 1e-3) -> bool:
