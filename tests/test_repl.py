@@ -155,6 +155,7 @@ def test_fine_tune_and_train_on_a_one_document_domain_say_so_in_one_line(tmp_pat
         os.close(fd)
     notices = [line for line in transcript.splitlines() if "validation" in line and "registered" not in line]
     assert len(notices) == 1 and "no validation examples" in notices[0] and "without validation loss" in notices[0]
+    assert "training a LoRA adapter on SmolLM2-135M-Instruct (BASE_MODEL)" in transcript  # the settings' base
     assert "registered solo_finetuned_v1.0.0" in transcript
     assert "Traceback" not in transcript and "error:" not in transcript
     assert not (tmp_path / "home" / "errors.log").exists()

@@ -9,10 +9,8 @@ came from and lets later starts trust it without hashing 491 MB again. The packa
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
-import os
 import shutil
 import tempfile
 import time
@@ -22,11 +20,10 @@ from pathlib import Path
 from ..errors import DocbotError, ModelNotFoundError
 from ..files import folder_lock, fsync_dir, read_json, sha256_file, write_json_atomic
 
-__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "PackagedFile", "PackagedModel", "convert_gguf", "packaged_gguf",
-           "resolve_base_model", "resolve_gguf"]
+__all__ = ["PACKAGED_MODELS", "MANIFEST_NAME", "PackagedFile", "PackagedModel", "convert_gguf", "join_parts",
+           "packaged_gguf", "resolve_base_model", "resolve_gguf"]
 
 MANIFEST_NAME = "docbot_base_model.json"  # inside a converted transformers folder
-_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -198,40 +195,55 @@ def _read_manifest(target: Path) -> dict:
         return {}
 
 
-def _join(spec: PackagedModel, paths: list[Path], target: Path) -> None:
-    """Stream the parts in order into a temp file beside `target`, hashing each part and the whole as they are
-    written; fsync and rename it into place only when every hash and the size match, so no partial or wrong file
-    ever carries the final name."""
+def join_parts(paths: list, part_sha256: list, target, size: int | None, sha256: str) -> None:
+    """Stream the files `paths` in order into `target`: through a temp file beside it, hashing each part and the
+    whole as they are written, renamed into place only when every hash and the size match, so no partial or wrong
+    file ever carries the final name. A mismatch is a ValueError, a disk problem an OSError.
+
+    Self-contained (standard library only): the notebook embeds this source and assembles the same file in Colab.
+    """
+    import hashlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     whole = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), 0o644)  # a model file like the packages' own, not mkstemp's private 0600
-            for part, path in zip(spec.parts, paths):
+            for path, expected in zip(paths, part_sha256):
                 digest = hashlib.sha256()
                 with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(_BLOCK), b""):
+                    for block in iter(lambda: fh.read(1 << 20), b""):
                         digest.update(block)
                         whole.update(block)
                         out.write(block)
-                if part.sha256 is not None and digest.hexdigest() != part.sha256:
-                    raise ModelNotFoundError(f"{path} is damaged (SHA-256 {digest.hexdigest()}, expected "
-                                             f"{part.sha256}); reinstall the parts of {spec.name}: "
-                                             f"`{spec.install_command(force=True)}`")
+                if expected is not None and digest.hexdigest() != expected:
+                    raise ValueError(f"{path} is damaged (SHA-256 {digest.hexdigest()}, expected {expected})")
             out.flush()
             os.fsync(out.fileno())
-            size = out.tell()
-        if size != spec.size or whole.hexdigest() != spec.sha256:
-            raise ModelNotFoundError(f"the joined parts of {spec.name} are not the model ({size:,} bytes, SHA-256 "
-                                     f"{whole.hexdigest()}; expected {spec.size:,} bytes, {spec.sha256}); "
-                                     f"reinstall them: `{spec.install_command(force=True)}`")
+            written = out.tell()
+        if (size is not None and written != size) or whole.hexdigest() != sha256:
+            raise ValueError(f"the joined parts are not the model ({written:,} bytes, SHA-256 {whole.hexdigest()}; "
+                             f"expected {size or 'any number of'} bytes, {sha256})")
         os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already after the rename
+
+
+def _join(spec: PackagedModel, paths: list[Path], target: Path) -> None:
+    """`join_parts` for a packaged model, its errors naming the pip command that reinstalls the parts."""
+    try:
+        join_parts(paths, [part.sha256 for part in spec.parts], target, spec.size, spec.sha256)
+    except ValueError as exc:
+        raise ModelNotFoundError(f"{spec.name}: {exc}; reinstall its parts: "
+                                 f"`{spec.install_command(force=True)}`") from None
     except OSError as exc:
         raise ModelNotFoundError(f"cannot join the parts of {spec.name} into {target}: {exc}; it needs "
                                  f"{spec.size:,} bytes free there") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # gone already after the rename
     fsync_dir(target.parent)
     _write_manifest(spec, target, "assembled_at")
 

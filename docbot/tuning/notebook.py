@@ -52,20 +52,18 @@ _COLAB_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
 def base_model_source(name: str, models_dir: str | Path) -> dict:
     """How the notebook obtains the base model `name`, in the form `build_notebook(base_model=...)` takes.
 
-    A packaged model (converted into `models_dir` first if needed) gives its pip package and the fingerprint of the
-    converted weights; an existing folder gives its path; anything else is taken as a Hugging Face hub id.
+    A packaged model (converted into `models_dir` first if needed) gives its pip packages and the SHA-256 of its
+    GGUF, the base's identity (the de-quantized bytes may differ between transformers versions, the GGUF cannot);
+    an existing folder gives its path; anything else is taken as a Hugging Face hub id.
     """
     spec = base_models.PACKAGED_MODELS.get(name)
     if spec is not None:
-        if spec.joined:  # the notebook's base-model cell installs one package and converts its one GGUF file
-            raise ConfigError(f"the notebook cannot fetch {name} yet: its GGUF comes in {len(spec.parts)} "
-                              f"packages; fine-tune it locally (`train`), or build the notebook for "
-                              f"{', '.join(n for n, s in base_models.PACKAGED_MODELS.items() if not s.joined)}")
-        part = spec.parts[0]
         folder = Path(base_models.resolve_base_model(name, models_dir))
-        fingerprint = json.loads((folder / base_models.MANIFEST_NAME).read_text(encoding="utf-8"))["fingerprint"]
-        return {"kind": "packaged", "name": spec.name, "package": part.package, "distribution": part.distribution,
-                "version": part.version, "gguf_file": part.path, "fingerprint": fingerprint}
+        converted = json.loads((folder / base_models.MANIFEST_NAME).read_text(encoding="utf-8"))
+        return {"kind": "packaged", "name": spec.name, "gguf_file": spec.gguf_file, "size": spec.size,
+                "gguf_sha256": converted["gguf_sha256"],
+                "parts": [{"distribution": part.distribution, "version": part.version, "package": part.package,
+                           "path": part.path, "sha256": part.sha256} for part in spec.parts]}
     if Path(name).is_dir():
         return {"kind": "local", "name": name, "path": str(Path(name).resolve())}
     return {"kind": "hub", "name": name, "revision": "main"}
@@ -157,7 +155,7 @@ def write_notebook(nb: nbformat.NotebookNode, path: str | Path) -> Path:
 
 def _check_base_model(source: dict) -> dict:
     kind = source.get("kind")
-    needed = {"packaged": ("name", "distribution", "version", "gguf_file", "fingerprint"),
+    needed = {"packaged": ("name", "parts", "gguf_file", "gguf_sha256"),
               "hub": ("name",), "local": ("name", "path")}
     if kind not in needed:
         raise ConfigError(f"base_model kind must be 'packaged', 'hub' or 'local', got {kind!r}")
@@ -165,8 +163,6 @@ def _check_base_model(source: dict) -> dict:
     if missing:
         raise ConfigError(f"base_model of kind {kind!r} needs {', '.join(missing)}")
     source = dict(source)
-    if kind == "packaged":
-        source.setdefault("package", source["distribution"].replace("-", "_"))
     if kind == "hub":
         source.setdefault("revision", "main")
     return source
@@ -197,8 +193,9 @@ def _parameters_cell(values: dict, source: dict) -> nbformat.NotebookNode:
 
 def _base_model_code(source: dict) -> str:
     if source["kind"] == "packaged":
-        convert = textwrap.dedent(inspect.getsource(base_models.convert_gguf))
-        return cells.PACKAGED_CODE.replace("__CONVERT_GGUF__", convert.rstrip())
+        embedded = [textwrap.dedent(inspect.getsource(f)).rstrip()
+                    for f in (base_models.join_parts, base_models.convert_gguf)]
+        return cells.PACKAGED_CODE.replace("__BASE_MODEL_FUNCTIONS__", "\n\n\n".join(embedded))
     if source["kind"] == "hub":
         return cells.HUB_CODE
     return cells.LOCAL_CODE

