@@ -15,7 +15,7 @@ from docbot.tuning.finetuned import latest_card
 from docbot.tuning.heldout import held_out_paraphrases, paraphrase, validation_questions
 from docbot.tuning.report import list_evaluations
 from docbot.tuning.scoring import (GoldQuestion, bootstrap_interval, exact_match, hit_at_k, load_questions,
-                                   normalize_answer, reciprocal_rank, rouge_l, token_f1)
+                                   normalize_answer, paired_difference, reciprocal_rank, rouge_l, token_f1)
 
 
 # -- metrics, checked by hand ----------------------------------------------------------------------------------------
@@ -93,6 +93,18 @@ def test_bootstrap_interval_matches_theory_and_scipy():
     assert bootstrap_interval([0.5] * 9, 100) == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 9}
     assert bootstrap_interval([0.25] * 7) == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 7}
     assert bootstrap_interval([])["mean"] is None
+
+
+def test_paired_difference_has_its_interval_and_the_smallest_detectable_effect():
+    # 100 questions: the tuned arm fixes 20 and breaks 5 of the base's answers, so +0.15 with per-question
+    # differences of sd sqrt(0.25 - 0.15^2) ~ 0.477: standard error 0.048, detectable 2.8 x 0.048 = 0.13
+    before = [0] * 20 + [1] * 5 + [1] * 40 + [0] * 35
+    after = [1] * 20 + [0] * 5 + [1] * 40 + [0] * 35
+    d = paired_difference(after, before, 2000, seed=0)
+    assert d["mean"] == 0.15 and d["n"] == 100
+    assert d["low"] == pytest.approx(0.15 - 1.96 * 0.048, abs=0.02) and d["high"] == pytest.approx(0.245, abs=0.02)
+    assert d["detectable"] == pytest.approx(0.134, abs=0.002)
+    assert "detectable" not in paired_difference([1, 0, 1], [1, 0, 1])  # identical arms: no spread to judge by
 
 
 def test_paraphrases_reword_and_never_repeat_the_question():
@@ -185,6 +197,10 @@ def test_four_arms_write_report_json_and_chart(tiny_bot, tmp_path):
             assert ("hit_at_k" in s["arms"][arm]) == arm.endswith("+retrieval")
         assert s["arms"]["base+retrieval"]["hit_at_k"]["mean"] > 0
         assert all(set(q["predictions"]) == set(ARMS) for q in s["questions"])
+        for tuned, base in (("fine-tuned+retrieval", "base+retrieval"), ("fine-tuned", "base")):
+            f1 = s["differences"][f"{tuned} - {base}"]["f1"]  # question by question, the same questions
+            assert f1["mean"] == pytest.approx(s["arms"][tuned]["f1"]["mean"] - s["arms"][base]["f1"]["mean"],
+                                               abs=1e-3) and f1["low"] <= f1["mean"] <= f1["high"]
     # the evaluation measures the chat: each arm answers exactly as `ask` does with the same model and options
     first = next(q for q in data["sets"][0]["questions"] if q["answer"] and "not in the documents" not in
                  q["predictions"]["base+retrieval"])
@@ -199,6 +215,7 @@ def test_four_arms_write_report_json_and_chart(tiny_bot, tmp_path):
 
     table = report.table()
     assert all(arm in table for arm in ARMS) and "(a) paraphrases" in table and "hybrid" in table
+    assert "fine-tuned+retrieval - base+retrieval: answer in reply" in table
     # the link from the registry entry: found by version; nothing registered was touched, the bot's model stays
     assert [p for p, _ in list_evaluations(root / "evaluations", version.name)] == [report.path]
     assert sorted(p.name for p in (root / "models").iterdir()) == before

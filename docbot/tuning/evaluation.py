@@ -31,12 +31,13 @@ from .heldout import QuestionSet, held_out_paraphrases, validation_questions
 from .registry import ModelVersion, list_versions
 from .report import EvaluationReport, new_report_dir, write_chart
 from .scoring import (N_BOOTSTRAP, bootstrap_interval, contains_answer, exact_match, hit_at_k, load_questions,
-                      reciprocal_rank, rouge_l, token_f1)
+                      paired_difference, reciprocal_rank, rouge_l, token_f1)
 
 __all__ = ["Asker", "ARMS", "DEFAULT_SETS", "evaluate"]
 
 ARMS = ("base", "base+retrieval", "fine-tuned", "fine-tuned+retrieval")
 DEFAULT_SETS = ("paraphrases", "validation")
+DIFFERENCE_METRICS = ("accuracy", "f1", "declined")  # compared question by question, fine-tuned against base
 RETRIEVAL_DEPTHS = (1, 3, 5)
 
 
@@ -200,7 +201,7 @@ def _score_set(qs: QuestionSet, answers: dict[str, list[Answer]], ranked, arms, 
     off-topic ones (retrieval arms: without blocks nothing declines), and loops on all of them."""
     group = [q for q in qs.questions if q.answer is not None]
     off_topic = [j for j, q in enumerate(qs.questions) if q.answer is None]
-    scored = {}
+    scored, raw = {}, {}
     for arm in arms:
         replies = [a for a, q in zip(answers[arm], qs.questions) if q.answer is not None]
         scores = {m: [fn(a.text, q.answer) for a, q in zip(replies, group)]
@@ -212,11 +213,16 @@ def _score_set(qs: QuestionSet, answers: dict[str, list[Answer]], ranked, arms, 
             scores["mrr"] = [reciprocal_rank(ranked[q.question][:depth], q) for q in with_source]
             scores["wrongly_declined"] = [float(not a.covered) for a in replies]
             scores["declined"] = [float(not answers[arm][j].covered) for j in off_topic]
+        raw[arm] = scores
         scored[arm] = {m: bootstrap_interval(v, n_bootstrap, seed) for m, v in scores.items()}
         scored[arm]["raw_loops"] = sum(count_loops(a.guard.raw) > 0 for a in answers[arm])
         scored[arm]["guard_fired"] = sum(bool(a.guard.fired) for a in answers[arm])
+    differences = {f"{tuned} - {base}": {m: paired_difference(raw[tuned][m], raw[base][m], n_bootstrap, seed)
+                                         for m in DIFFERENCE_METRICS if raw[tuned].get(m)}
+                   for tuned, base in (("fine-tuned+retrieval", "base+retrieval"), ("fine-tuned", "base"))
+                   if tuned in raw}
     return {"name": qs.name, "description": qs.description, "n": len(group), "off_topic": len(off_topic),
-            "skipped": len(off_topic), "arms": scored,
+            "skipped": len(off_topic), "arms": scored, "differences": differences,
             "questions": [{"id": q.id, "question": q.question, "answer": q.answer, "source": q.source,
                            "page": q.page, "retrieved": [str(s) for s in ranked[q.question][:depth]],
                            "predictions": {arm: answers[arm][j].text for arm in arms}}

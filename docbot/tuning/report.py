@@ -50,6 +50,9 @@ class EvaluationReport:
             for arm in self.data["arms"]:
                 row = s["arms"][arm]
                 lines.append(f"  {arm:<22}" + "".join(f"{_fmt_ci(row.get(m)):<{cell}}" for m in metrics).rstrip())
+            for pair, metrics_diff in s.get("differences", {}).items():
+                lines.append(f"  {pair}: " + ", ".join(
+                    f"{label[m]} {_fmt_diff(d)}" for m, d in metrics_diff.items()))
             lines.append("  loops in the raw stream / guard fired: " + ", ".join(
                 f"{arm} {s['arms'][arm].get('raw_loops', 0)}/{s['arms'][arm].get('guard_fired', 0)}"
                 for arm in self.data["arms"]))
@@ -76,6 +79,15 @@ def _what(data: dict) -> str:
     if model["version"] is None:
         return f"the base model {model['base_model']} alone (no fine-tuned version yet)"
     return f"{model['version']} against its base {model['base_model']}"
+
+
+def _fmt_diff(d: dict) -> str:
+    """'+0.067 [-0.02, +0.15] (detectable 0.12)': a paired difference with its interval and the smallest effect
+    the questions could show."""
+    if d.get("mean") is None:
+        return "-"
+    detectable = f" (detectable {d['detectable']:.2f})" if d.get("detectable") is not None else ""
+    return f"{d['mean']:+.3f} [{d['low']:+.2f}, {d['high']:+.2f}]{detectable}"
 
 
 def _fmt_ci(ci: dict | None) -> str:

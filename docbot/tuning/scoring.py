@@ -20,7 +20,7 @@ from ..errors import DocbotError
 from ..rag.retrieval import Source
 
 __all__ = ["GoldQuestion", "load_questions", "normalize_answer", "contains_answer", "exact_match", "token_f1", "rouge_l",
-           "reciprocal_rank", "hit_at_k", "retrieval_scores", "bootstrap_interval", "N_BOOTSTRAP"]
+           "reciprocal_rank", "hit_at_k", "retrieval_scores", "bootstrap_interval", "paired_difference", "N_BOOTSTRAP"]
 
 N_BOOTSTRAP = 1000
 
@@ -167,3 +167,17 @@ def bootstrap_interval(values: Sequence[float], n_resamples: int = N_BOOTSTRAP, 
     low, high = np.percentile(means, [tail, 100 - tail])
     return {"mean": round(float(data.mean()), 4), "low": round(float(low), 4), "high": round(float(high), 4),
             "n": int(data.size)}
+
+
+def paired_difference(after: Sequence[float], before: Sequence[float], n_resamples: int = N_BOOTSTRAP,
+                      seed: int = 0) -> dict:
+    """The mean of `after - before` over the same questions, with its paired bootstrap 95% interval and the
+    smallest difference this many questions could detect (two-sided 5% level, 80% power: 2.8 standard errors of
+    the per-question differences), so a null result says how large an effect it rules out."""
+    import numpy as np
+
+    diffs = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    result = bootstrap_interval(diffs, n_resamples, seed)
+    if diffs.size > 1 and diffs.std() > 0:
+        result["detectable"] = round(float(2.8 * diffs.std(ddof=1) / np.sqrt(diffs.size)), 4)
+    return result
