@@ -72,7 +72,7 @@ class ConfigurableDocBot:
         if self.domain != domain:
             self.conversation.clear()
         self.domain, self.documents_path = domain, folder
-        self._retriever = Retriever(index, self.config.hybrid_search)
+        self._retriever = Retriever(index, self.config.hybrid_search, self._get_store().keyword_cache)
         return report
 
     switch_domain = load_domain

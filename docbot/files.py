@@ -12,7 +12,12 @@ from pathlib import Path
 from .errors import DocbotError
 
 __all__ = ["write_bytes_atomic", "write_json_atomic", "read_json", "sha256_file", "jsonl_rows", "folder_lock",
-           "fsync_dir"]
+           "fsync_dir", "cache_dir"]
+
+
+def cache_dir() -> Path:
+    """docbot's per-user cache: `$DOCBOT_CACHE`, else `~/.cache/docbot` (rebuildable things only)."""
+    return Path(os.environ.get("DOCBOT_CACHE") or Path.home() / ".cache" / "docbot")
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -53,6 +53,42 @@ def test_keyword_search_finds_exact_names_among_fused_results(facts_bot):
     assert sources[0].file == "storage.txt"
 
 
+def test_the_keyword_index_is_saved_once_and_loaded_by_the_next_process_but_never_mid_write(tmp_path, embedder):
+    """Counted, not timed: a reader saves what it built only when no write was under way; the next one loads it;
+    a write moves the stamp, so the one after builds again; a damaged save is rebuilt, not an error."""
+    from docbot.rag.index import DomainIndex
+    from docbot.rag.keywords import KeywordIndex
+    from docbot.rag.store import open_store
+
+    docs = write_facts_domain(tmp_path / "docs")
+    store = open_store(tmp_path / "index")
+    index = DomainIndex(store, "velmora", embedder)
+    index.sync(docs, 1000, 100, progress=False)
+    cache = store.keyword_cache
+    assert cache == tmp_path / "index" / "keywords"
+
+    index._advance_generation(writing=True)  # as a writer does while it works: the stamp is odd
+    during = KeywordIndex(index, cache)
+    assert during.search("Brindleweed", 3) and during.built and not cache.exists()
+    index._advance_generation(writing=False)
+
+    first, second = KeywordIndex(index, cache), KeywordIndex(index, cache)
+    assert first.search("Brindleweed", 3) == second.search("Brindleweed", 3) != []
+    assert (first.built, second.built) == (True, False)
+    assert "brindleweed" in second.vocabulary()
+
+    (docs / "storage.txt").write_text("The Marrowfen vaccine must be stored at 5 degrees Celsius.\n")
+    index.sync(docs, 1000, 100, progress=False)
+    after = KeywordIndex(index, cache)
+    assert after.search("Brindleweed", 3) == [] and after.search("Marrowfen", 3) and after.built
+    assert [p.name for p in (cache / index.stamp()[0]).iterdir()] == [f"g{index.stamp()[1]}"]  # the old one went
+
+    (cache / index.stamp()[0] / f"g{index.stamp()[1]}" / "docbot_ids.json").write_text("{damaged")
+    rebuilt = KeywordIndex(index, cache)
+    assert rebuilt.search("Marrowfen", 3) and rebuilt.built
+    assert not KeywordIndex(index, cache).built  # and saved again in the damaged one's place
+
+
 def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
     # b: 1/62 + 1/61 beats a: 1/61 + 1/63, and c, found by one ranking only, comes after both
     assert rrf_fuse([["a", "b", "c"], ["b", "d", "a"]]) == ["b", "a", "d", "c"]

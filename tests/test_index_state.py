@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from docbot.rag.chunking import chunk_pages
 from docbot.rag.documents import read_pages
 from docbot.errors import DocumentError
 from docbot.rag.index import DomainIndex
+from docbot.rag.keywords import KeywordIndex
 from docbot.rag.store import open_store
 
 CHUNK_SIZE, CHUNK_OVERLAP = 200, 20  # small chunks, so that a few sentences already make several
@@ -107,6 +109,12 @@ def test_index_stays_exact_through_any_edit_sequence(embedder):
             for chunk in stored:  # each chunk's own text finds it first
                 hit = self.index.query(embedder.embed([chunk.text])[0], 1)[0]
                 assert hit.text == chunk.text, (chunk.id, hit.id)
+            # the keyword index follows every add, edit and delete, and a second process loads what the first saved
+            keywords = [KeywordIndex(self.index, self.work / "keywords") for _ in range(2)]
+            for word in ("kelp", "velmora", "cobalt"):
+                holding = sorted(i for i, text in expected.items() if word in re.findall(r"\w\w+", text.lower()))
+                assert [sorted(k.search(word, 100)) for k in keywords] == [holding, holding], word
+            assert not keywords[1].built
 
         def teardown(self) -> None:
             self.reload()

@@ -34,13 +34,15 @@ def on_server(server, monkeypatch):
     return server
 
 
-def test_domains_sync_and_search_work_unchanged_on_the_server(on_server, tmp_path, models_dir):
+def test_domains_sync_and_search_work_unchanged_on_the_server(on_server, tmp_path, models_dir, monkeypatch):
+    monkeypatch.setenv("DOCBOT_CACHE", str(tmp_path / "my-cache"))  # each machine keeps its own keyword index
     docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                              index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
     first = bot.load_domain("velmora", progress=False)
     assert (first.files, len(first.added), first.skipped) == (3, 3, [])
     assert bot.retrieve("Who is the chief pharmacist?")[0].file == "team/staff.md"
+    assert bot.retrieve("Brindleweed", k=1)[0].file == "storage.txt"  # found by its name: the keyword side
     (docs / "storage.txt").unlink()
     (docs / "parking.md").write_text("# Parking\n\nStaff park on level minus two of the Velmora garage.\n")
     second = bot.load_domain("velmora", progress=False)
@@ -48,12 +50,19 @@ def test_domains_sync_and_search_work_unchanged_on_the_server(on_server, tmp_pat
     assert bot.retrieve("Where do staff park?")[0].file == "parking.md"
     assert "velmora" in bot.domains()
     assert not (tmp_path / "index").exists()  # nothing was written locally
+    assert bot.retrieve("Brindleweed", k=1)[0].file != "storage.txt"  # the keyword index followed the change
     # a teammate on another machine, without the documents, asks questions about the shared domain
-    teammate = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "elsewhere"),
-                                  models_dir=str(models_dir))
-    report = teammate.load_domain("velmora", progress=False)
-    assert report.chunks == second.chunks and "no folder" in report.not_updated
-    assert teammate.retrieve("Where do staff park?")[0].file == "parking.md"
+    monkeypatch.setenv("DOCBOT_CACHE", str(tmp_path / "teammate-cache"))
+    keyword_builds = []
+    for _ in range(2):  # the teammate's first process builds the keyword index, the next one loads it
+        teammate = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "elsewhere"),
+                                      models_dir=str(models_dir))
+        report = teammate.load_domain("velmora", progress=False)
+        assert report.chunks == second.chunks and "no folder" in report.not_updated
+        assert teammate.retrieve("Where do staff park?")[0].file == "parking.md"
+        keyword_builds.append(teammate._retriever.keywords.built)
+    assert keyword_builds == [True, False]
+    assert [p.name for p in (tmp_path / "teammate-cache" / "keywords").iterdir()] == [f"http_127.0.0.1_{on_server.port}"]
 
 
 def test_missing_or_wrong_token_is_one_clear_line_that_never_shows_a_token(server, monkeypatch, tmp_path, caplog):

@@ -156,6 +156,20 @@ class DomainIndex:
     def count(self) -> int:
         return self._read("count")
 
+    def stamp(self) -> tuple[str, int]:
+        """(collection id, generation): what the keyword index is built from. The generation is read from the
+        store each time; every write advances it, to an odd number while it runs and an even one when done, so
+        a reader that sees the same even stamp before and after reading the chunks read a finished state."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            with self._store.connection():
+                collection = self._store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
+        except NotFoundError:
+            raise StoreError(f"domain '{self.domain}' was removed from the {self._store.where}; load it again") \
+                from None
+        return str(collection.id), int((collection.metadata or {}).get("generation", 0))
+
     def sync(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool = True) -> SyncReport:
         """Make the collection match the folder: embed new and changed files, drop chunks of removed ones.
 
@@ -259,6 +273,7 @@ class DomainIndex:
 
         chunking = f"{chunk_size}/{chunk_overlap}"
         report = SyncReport(self.domain)
+        self._advance_generation(writing=True)  # stays odd if this write fails: no reader saves a half state
         stored = self._stored_files()
         todo: list[tuple[str, str, list[Chunk], int]] = []  # (source, file hash, chunks, pages)
         files = discover(root)
@@ -300,7 +315,17 @@ class DomainIndex:
                     report.pages += pages
                     report.chunks += len(chunks)
                     bar.update(len(chunks))
+        self._advance_generation(writing=False)
         return report
+
+    def _advance_generation(self, writing: bool) -> None:
+        """The next odd generation as a write starts, the next even one as it ends (under the write lease)."""
+        meta = dict(self._store.client.get_collection(self._collection.name, embedding_function=None).metadata or {})
+        generation = int(meta.get("generation", 0)) + 1
+        if generation % 2 != writing:  # odd while writing, even when done
+            generation += 1
+        meta["generation"] = generation
+        self._collection.modify(metadata=meta)
 
     def _stored_files(self) -> dict[str, _StoredFile]:
         res = self._read("get", include=["metadatas"])

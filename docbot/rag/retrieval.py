@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .chunking import cite
 from .index import DomainIndex, Hit
+from .keywords import WORD, KeywordIndex
 
 __all__ = ["Retriever", "Source", "rrf_fuse"]
 
 _RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of the very first ranks
 _POOL = 20  # candidates taken from each ranking before fusing
-_WORD = re.compile(r"[a-z][a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,13 @@ class Source:
 
 
 class Retriever:
-    """Searches one domain's index; the keyword index is built on first use (each load makes a new Retriever)."""
+    """Searches one domain's index. Its keyword index is loaded on first use from `keyword_cache` when the index
+    has not changed since it was saved there, else built (and saved); each load makes a new Retriever."""
 
-    def __init__(self, index: DomainIndex, hybrid: bool) -> None:
+    def __init__(self, index: DomainIndex, hybrid: bool, keyword_cache: Path | None = None) -> None:
         self.index = index
         self.hybrid = hybrid
-        self._bm25 = None
-        self._bm25_ids: list[str] = []
-        self._vocabulary: set[str] | None = None
+        self.keywords = KeywordIndex(index, keyword_cache)
 
     def search(self, query: str, k: int, hybrid: bool | None = None) -> list[Source]:
         """The `k` best chunks for `query`, best first; `hybrid` overrides the retriever's mode for this call."""
@@ -52,7 +51,7 @@ class Retriever:
         vector_hits = self.index.query(q, max(k, _POOL) if hybrid else k)
         if not hybrid:
             return [_source(h) for h in vector_hits[:k]]
-        keyword_ids = self._keyword_search(query, max(k, _POOL))
+        keyword_ids = self.keywords.search(query, max(k, _POOL))
         fused = rrf_fuse([[h.id for h in vector_hits], keyword_ids])[:k]
         known = {h.id: h for h in vector_hits}
         extra = self.index.get([i for i in fused if i not in known], q)
@@ -63,28 +62,9 @@ class Retriever:
         """The question's specific words that occur nowhere in the domain: not in any chunk and not common English
         words. "ibuprofen" in a question about a formulary that never names it is the sign of a question the
         documents do not cover (on the Medical dev set: 5 of 29 off-topic questions, 0 of 30 answerable ones)."""
-        if self._vocabulary is None:
-            self._vocabulary = {w for c in self.index.all_chunks() for w in _WORD.findall(c.text.lower())}
-        return [w for w in _WORD.findall(question.lower()) if len(w) > 3 and w not in self._vocabulary
-                and w.removesuffix("s") not in self._vocabulary and not self.index.embedder.is_common_word(w)]
-
-    def _keyword_search(self, query: str, n: int) -> list[str]:
-        import bm25s
-
-        if self._bm25 is None:
-            chunks = self.index.all_chunks()
-            self._bm25_ids = [c.id for c in chunks]
-            texts = [c.text for c in chunks]
-            self._bm25 = bm25s.BM25()
-            if texts:
-                self._bm25.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        if not self._bm25_ids:
-            return []
-        tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
-        if not tokens.vocab:
-            return []
-        docs, scores = self._bm25.retrieve(tokens, k=min(n, len(self._bm25_ids)), show_progress=False)
-        return [self._bm25_ids[d] for d, s in zip(docs[0], scores[0]) if s > 0]
+        vocabulary = self.keywords.vocabulary()
+        return [w for w in WORD.findall(question.lower()) if len(w) > 3 and w not in vocabulary
+                and w.removesuffix("s") not in vocabulary and not self.index.embedder.is_common_word(w)]
 
 
 def rrf_fuse(rankings: list[list[str]], k: int = _RRF_K) -> list[str]:

@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import folder_lock
+from ..files import cache_dir, folder_lock
 from ..errors import ConfigError, IndexBusyError, StoreError
 
 __all__ = ["Store", "open_store", "TOKEN_ENV"]
@@ -39,6 +40,14 @@ class Store:
     client: object
     where: str
     index_dir: Path | None = None  # set for the embedded store; None on a server
+
+    @property
+    def keyword_cache(self) -> Path:
+        """Where the keyword indexes of this store's domains are saved: inside the embedded store's folder, or
+        per user for a server (each teammate's process loads its own copy, rebuilt when the index changes)."""
+        if self.index_dir is not None:
+            return self.index_dir / "keywords"
+        return cache_dir() / "keywords" / re.sub(r"[^A-Za-z0-9.-]+", "_", self.where.split(" ")[-1])
 
     @contextmanager
     def connection(self):

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..files import write_json_atomic
+from ..files import cache_dir as user_cache_dir, write_json_atomic
 from ..errors import DocbotError
 from .registry import base_fingerprints
 from .training import ADAPTER_MANIFEST
@@ -122,8 +122,7 @@ def _read_json(path: Path) -> dict | None:
 
 def converter_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the unpacked converter lives: `<cache>/llama.cpp-<version>`."""
-    root = Path(cache_dir or os.environ.get("DOCBOT_CACHE") or Path.home() / ".cache" / "docbot")
-    return root / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
+    return Path(cache_dir or user_cache_dir()) / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
 
 
 def _download_command(dest: str) -> list[str]:
