@@ -44,10 +44,11 @@ class Retriever:
         self.hybrid = hybrid
         self.keywords = KeywordIndex(index, keyword_cache)
 
-    def search(self, query: str, k: int, hybrid: bool | None = None) -> list[Source]:
-        """The `k` best chunks for `query`, best first; `hybrid` overrides the retriever's mode for this call."""
+    def search(self, query: str, k: int, hybrid: bool | None = None, embedding=None) -> list[Source]:
+        """The `k` best chunks for `query`, best first; `hybrid` overrides the retriever's mode for this call,
+        `embedding` is the query's vector when it is already computed."""
         hybrid = self.hybrid if hybrid is None else hybrid
-        q = self.index.embedder.embed([query])[0]
+        q = self.index.embedder.embed([query])[0] if embedding is None else embedding
         vector_hits = self.index.query(q, max(k, _POOL) if hybrid else k)
         if not hybrid:
             return [_source(h) for h in vector_hits[:k]]
