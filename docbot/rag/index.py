@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,12 @@ from .store import Store
 __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "rebuild_domain", "normalize_domain"]
 
 log = logging.getLogger("docbot")
-# chunks per embedding call, written as soon as embedded: 10% faster than 64 on 2 cores, and a crash or Ctrl-C loses
-# at most one call's work (about 8 s there)
-_EMBED_GROUP = 256
+# Each embedding call is sized to take about this long, measured as it goes, and its files are written as soon as
+# it returns: a crash or Ctrl-C loses at most that much work on any CPU. Fixed groups of 256 chunks lost up to 8 s
+# on 2 cores without bf16, and kills in the first 17 s of a 24 s load left no file finished (benchmarks/crash.py)
+_EMBED_SECONDS = 2.0
+_FIRST_GROUP = 16  # chunks in the first call, before the speed is known
+_MAX_GROUP = 512  # larger calls are no faster
 
 
 @dataclass(frozen=True)
@@ -302,10 +306,15 @@ class DomainIndex:
             self._delete_ids(stored[source].ids)
             report.removed.append(source)
         total = sum(len(chunks) for _, _, chunks, _ in todo)
+        size = [_FIRST_GROUP]  # the next call's chunks, from the speed of the last one
         with tqdm(total=total, desc=f"Indexing {self.domain}", unit="chunk", file=sys.stderr,
                   disable=not progress or total == 0) as bar:
-            for group in _groups(todo, _EMBED_GROUP):
-                vectors = self.embedder.embed([c.text for _, _, chunks, _ in group for c in chunks])
+            for group in _groups(todo, lambda: size[0]):
+                texts = [c.text for _, _, chunks, _ in group for c in chunks]
+                started = time.perf_counter()
+                vectors = self.embedder.embed(texts)
+                per_second = len(texts) / max(time.perf_counter() - started, 1e-3)
+                size[0] = max(_FIRST_GROUP, min(_MAX_GROUP, int(per_second * _EMBED_SECONDS)))
                 renew()
                 start = 0
                 for source, digest, chunks, pages in group:
@@ -380,13 +389,14 @@ class _StoredFile:
         return len(self.page_numbers)
 
 
-def _groups(todo: list, size: int):
-    """Consecutive files whose chunks add up to about `size`, so embedding runs in large batches."""
+def _groups(todo: list, size):
+    """Consecutive files whose chunks add up to about `size()` (asked as each group starts), so embedding runs in
+    batches of a chosen duration; a file is never split."""
     group, n = [], 0
     for item in todo:
         group.append(item)
         n += len(item[2])
-        if n >= size:
+        if n >= size():
             yield group
             group, n = [], 0
     if group:
