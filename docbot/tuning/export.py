@@ -15,6 +15,7 @@ this interpreter: they import their own `gguf-py`, which must not replace the `g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -33,6 +34,8 @@ from .training import ADAPTER_MANIFEST
 
 __all__ = ["LLAMA_CPP_PYTHON_VERSION", "MERGED_MANIFEST", "CONVERTERS", "converter_dir", "ensure_converter",
            "export_gguf", "export_lora_gguf", "merge_adapter"]
+
+log = logging.getLogger("docbot")
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 MERGED_MANIFEST = "docbot_merged.json"
@@ -145,8 +148,8 @@ def ensure_converter(cache_dir: str | os.PathLike | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         command = _download_command(str(staging / "sdist"))
-        print(f"Downloading llama.cpp's GGUF converter once (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} source, "
-              f"~77 MB) into {target}", file=sys.stderr)
+        log.warning("downloading llama.cpp's GGUF converter once (llama-cpp-python %s source, ~77 MB) into %s",
+                    LLAMA_CPP_PYTHON_VERSION, target)
         done = subprocess.run(command, check=False, capture_output=True, text=True)
         archives = sorted((staging / "sdist").glob("llama_cpp_python-*.tar.gz"))
         if done.returncode != 0 or not archives:
