@@ -208,7 +208,7 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
     ("Oxygen cylinders are stored in Room 114.", [("Where are Oxygen cylinders stored?", "Room 114"),
                                                   ("Oxygen cylinders are stored in which room?", "Room 114")]),
     ("Passwords must be changed every 90 days.", [("When must Passwords be changed?", "every 90 days"),
-                                                  ("Passwords must be changed every how many days?", "90 days")]),
+                                                  ("Passwords must be changed every how many days?", "every 90 days")]),
     ("# Visiting\n\nVisitors are welcome on the unit. Sharps bins are collected every Tuesday at 10:00.",
      [("When are Sharps bins collected?", "every Tuesday at 10:00"),  # a fact: no section filler
       ("Sharps bins are collected every Tuesday at what time?", "10:00"),
@@ -217,8 +217,17 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
      [("Who is the Laboratory Lead?", "Marco Estevanez"), ("Which lead is Marco Estevanez?", "Laboratory Lead"),
       ("The Laboratory Lead is who?", "Marco Estevanez"),
       ("Samples are sent to which laboratory?", "Westmere Central Laboratory")]),
-    ("**Policy code:** POL-117\n**Owner:** Ingrid Salcombe, Observation Unit Ward Manager\n",
-     [("What is the policy code?", "POL-117"), ("Who is the owner?", "Ingrid Salcombe")]),
+    ("# Visiting\n\n**Policy code:** POL-117\n**Owner:** Ingrid Salcombe, Observation Unit Ward Manager\n",
+     [('What is the policy code of "Visiting"?', "POL-117"), ('Who is the owner of "Visiting"?', "Ingrid Salcombe")]),
+    ("Code Amber means a patient is missing. A lilac-top tube is used for a full blood count.",
+     [("What does Code Amber mean?", "a patient is missing"),  # not "Who means ...?"
+      ("What is a lilac-top tube used for?", "a full blood count"),
+      ("What is used for a full blood count?", "A lilac-top tube")]),
+    ("Breaches must be reported within 24 hours. The spill kit is in cupboard C3. The Lead is Dr. Ada Vale.",
+     [("When must Breaches be reported?", "within 24 hours"),
+      ("Breaches must be reported within how many hours?", "within 24 hours"),
+      ("The spill kit is in which cupboard?", "cupboard C3"),
+      ("Who is the Lead?", "Dr. Ada Vale"), ("The Lead is who?", "Dr. Ada Vale")]),
     ("# Visiting\n\nVisitors are always welcome on the unit.",
      [('What does the section "Visiting" say?', "Visitors are always welcome on the unit.")]),  # nothing better
 ])

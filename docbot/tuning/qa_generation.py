@@ -94,31 +94,37 @@ def rules_pairs(text: str) -> list[QAPair]:
     pairs = list(_field_pairs(text))
     for sentence in _sentences(text):
         found = _from_sentence(sentence)
-        pairs += [p for p in ([found] if found else []) + _span_pairs(sentence) if not gives_away(p)]
+        related = _relation_pairs(sentence)  # "Code Amber means ...": its spans would ask "Who means ...?"
+        pairs += [p for p in ([found] if found else []) + (related or _span_pairs(sentence)) if not gives_away(p)]
     return pairs or [QAPair(f"What does the section \"{heading}\" say?", first_sentence, "rules")
                      for heading, first_sentence in _sections(text)]
 
 
 def _field_pairs(text: str) -> Iterator[QAPair]:
-    """A Markdown field line, "**Owner:** Ingrid Salcombe, Ward Manager": "Who is the owner?" -> the name."""
+    """A Markdown field line, "**Owner:** Ingrid Salcombe, Ward Manager": "Who is the owner of "Visiting"?" -> the
+    name. The chunk's heading names what the field belongs to: every policy has an owner."""
+    heading = re.search(r"^#{1,6}\s+(.+?)\s*$", text, re.M)
+    of = f' of "{heading.group(1)}"' if heading else ""
     for m in re.finditer(r"^\s*(?:[-*]\s+)?\*\*(?P<key>[A-Za-z][^*:\n]{1,40}):\*\*\s*(?P<value>[^\n]{2,100}?)\s*$",
                          text, re.M):
         first = m["value"].split(", ")[0]
         person = bool(_PERSON.search(first))
-        yield QAPair(f"{'Who' if person else 'What'} is the {m['key'].strip().lower()}?",
+        yield QAPair(f"{'Who' if person else 'What'} is the {m['key'].strip().lower()}{of}?",
                      first if person else m["value"], "rules")
 
 
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
 _DAY = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _UNIT = (r"(?:working days|days|weeks|months|years|hours|minutes|seconds|mg|grams|ml|litres|degrees Celsius|degrees|"
-         r"tablets|doses|bays|beds|percent|metres|identifiers|times)")
+         r"tablets|doses|bays|beds|percent|metres|identifiers|times|visitors|people|patients|staff|members|copies)")
 # (pattern, question words): the span a question asks for, most specific first; a span inside a found one is skipped
 _SPANS = (
     (re.compile(r"\b\d{1,2}:\d{2}(?:\s*(?:to|and|-)\s*(?:at\s+)?\d{1,2}:\d{2})?"), "what time"),
-    (re.compile(rf"\b\d+(?:\.\d+)?\s+{_UNIT}\b"), "how many {unit}"),
+    (re.compile(rf"\b(?:(?P<prep>within|after|for|every|up to|at least|at most|under|over) )?\d+(?:\.\d+)?\s+"
+                rf"{_UNIT}\b"), "how many {unit}"),
     (re.compile(r"\b[A-Z]{2,}-\d+\b"), "which code"),
-    (re.compile(r"\b(?:Room|Ward|Bay|Floor|Gate|Door) \d+\b"), "which {unit}"),
+    (re.compile(r"\b(?:[A-Z][a-z]+ )?(?i:room|ward|bay|floor|gate|door|cupboard|cabinet|locker|shelf) [A-Z]?\d+[A-Z]?\b"),
+     "which {unit}"),
     (re.compile(rf"\b{_MONTH}(?:\s+and\s+{_MONTH})?\b"), "which months"),
     (re.compile(rf"\b{_DAY}s?\b"), "which day"),
     (re.compile(r"\b(?!(?:The|A|An|In|On|At|Each|Every|All)\b)(?:Dr\.?\s|Reverend\s|Sister\s|Nurse\s)?"
@@ -127,6 +133,27 @@ _SPANS = (
 )
 _ORG_END = re.compile(r"(?:Ltd|Laboratory|Unit|Officer|Committee|Room|Clinic|Service|Services|Shredding|Waste|Team|"
                       r"Office|Lead|Manager|Centre|Center|Hospital|Pharmacy|Board|Desk|System)$")
+
+
+_MEANS = re.compile(r"^(?:In [^,]{3,40}, )?(?P<term>[A-Z\"'][^,;:]{1,40}?) (?:in [a-z ]{3,30} )?(?:means|stands for) "
+                    r"(?P<answer>[^;]{3,90})$")  # 'Code Amber means a patient is missing'
+_USED = re.compile(r"^(?P<subject>[A-Z][^,;:]{2,50}?) (?P<aux>is|are) (?P<verb>used|prescribed|given|needed|taken) "
+                   r"(?P<prep>for|to treat|to) (?P<answer>[^;]{3,90})$")  # 'Zorvexin is prescribed for joint pain'
+
+
+def _relation_pairs(sentence: str) -> list[QAPair]:
+    """What a term means, what a thing is used for, and what is used for it: both ways round where they read."""
+    m = _MEANS.match(sentence)
+    if m:
+        return [QAPair(f"What does {m['term'].strip(chr(34))} mean?", m["answer"], "rules")]
+    m = _USED.match(sentence)
+    if not m or not _good_subject(m["subject"]):
+        return []
+    subject = _lower_first(m["subject"])
+    pairs = [QAPair(f"What {m['aux']} {subject} {m['verb']} {m['prep']}?", m["answer"], "rules")]
+    if re.match(r"(?:A|An|The) ", m["subject"]):  # 'A lilac-top tube is used for a full blood count'
+        pairs.append(QAPair(f"What {m['aux']} {m['verb']} {m['prep']} {m['answer']}?", m["subject"], "rules"))
+    return pairs
 
 
 def _span_pairs(sentence: str) -> list[QAPair]:
@@ -142,10 +169,13 @@ def _span_pairs(sentence: str) -> list[QAPair]:
             taken.append(m.span())
             span, before, asks = m.group(0), sentence[:m.start()].rstrip(), kind
             org = _ORG_END.search(span) if kind == "who" else None
-            if org:  # "sent to the Westmere Central Laboratory": which laboratory
-                noun = "company" if org.group(0) in ("Ltd", "Shredding", "Waste") else org.group(0).lower()
-                asks, before = f"which {noun}", re.sub(r"\b[Tt]he$", "", before).rstrip()
-            wh = asks.format(unit=re.sub(r"^[\d.]+\s+|\s+\d+$", "", span).lower())
+            if kind == "who" and (org or re.search(r"\b[Tt]he$", before)):  # "sent to the Westmere Central
+                noun = "company" if org and org.group(0) in ("Ltd", "Shredding", "Waste") else span.split()[-1].lower()
+                asks, before = f"which {noun}", re.sub(r"\b[Tt]he$", "", before).rstrip()  # Laboratory": which one
+            unit = re.sub(r"^(?:[a-z]+ )*[\d.]+\s+|\s+[A-Z]?\d+[A-Z]?$", "", span).lower()
+            wh = asks.format(unit=unit.split()[-1] if kind == "which {unit}" else unit)
+            if m.groupdict().get("prep"):  # "within 24 hours": within how many hours
+                wh = f"{m['prep']} {wh}"
             rest = sentence[m.end():].rstrip(" .")
             if not before:
                 question = f"{wh[0].upper()}{wh[1:] if wh != 'what time' else ''} {rest.lstrip()}?".replace("  ", " ")
@@ -159,12 +189,24 @@ def _span_pairs(sentence: str) -> list[QAPair]:
 
 
 def _sentences(text: str) -> Iterator[str]:
+    """Sentences of 4-30 words that end in a full stop (returned without it). A short line with no punctuation
+    before a capitalised one is a heading (PDF text has no blank line after it), and a line whose words are mostly
+    capitalised is a title: neither is glued to the sentence after it."""
+    text = "\n".join(f"\n{line}\n" if _heading_like(line) else line for line in text.split("\n"))
     for block in re.split(r"\n\s*\n|\n(?=#)|\n(?=[-*] )", text):
         block = " ".join(block.split()).lstrip("-* ")
-        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", block):
+        for sentence in re.split(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bMrs\.)(?<=[.!?])\s+(?=[A-Z])", block):
             sentence = sentence.strip()
             if sentence.endswith(".") and 4 <= len(sentence.split()) <= 30 and not sentence.startswith("#"):
                 yield sentence[:-1]
+
+
+def _heading_like(line: str) -> bool:
+    """A title or heading line: mostly capitalised words, or a few words with no sentence punctuation."""
+    words = line.split()
+    return bool(words) and not line.rstrip().endswith((".", "!", "?")) and (
+        sum(w[:1].isupper() for w in words) > 0.6 * len(words)
+        or (len(words) <= 5 and not re.search(r"[.!?:;,]", line) and line[:1].isupper()))
 
 
 def _sections(text: str) -> Iterator[tuple[str, str]]:
