@@ -164,14 +164,9 @@ class DomainIndex:
         """(collection id, generation): what the keyword index is built from. The generation is read from the
         store each time; every write advances it, to an odd number while it runs and an even one when done, so
         a reader that sees the same even stamp before and after reading the chunks read a finished state."""
-        from chromadb.errors import NotFoundError
-
-        try:
-            with self._store.connection():
-                collection = self._store.client.get_collection(f"docbot-{self.domain}", embedding_function=None)
-        except NotFoundError:
-            raise StoreError(f"domain '{self.domain}' was removed from the {self._store.where}; load it again") \
-                from None
+        self._read("count")  # reopens the collection by name if a rebuilt one was swapped in
+        with self._store.connection():
+            collection = self._store.client.get_collection(self._collection.name, embedding_function=None)
         return str(collection.id), int((collection.metadata or {}).get("generation", 0))
 
     def sync(self, root: Path, chunk_size: int, chunk_overlap: int, progress: bool = True) -> SyncReport:
