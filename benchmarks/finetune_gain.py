@@ -10,7 +10,9 @@
    and register it in a temporary models folder (the converted base model folder is symlinked in, not copied);
 4. evaluate the four arms {base, fine-tuned} x {no retrieval, retrieval} on (a) paraphrases of the training
    questions and (b) questions on the validation documents (with `--with-test`, also on
-   `eval_sets/medical_test.jsonl`), greedy, one seed, and compare vector-only with hybrid retrieval on the test
+   `eval_sets/medical_test.jsonl`, and apart its questions on the held-out documents with paired differences),
+   greedy, one seed, through the chat's own answer path on llama.cpp (the adapter's GGUF LoRA over the quantized
+   base; the base arms on the same runtime), and compare vector-only with hybrid retrieval on the test
    questions; print the table.
 
 Data, index and models live in a temporary folder that is deleted at the end; the report (`report.json`,
@@ -102,7 +104,37 @@ def main() -> None:
                               retrieval_questions=ROOT / "eval_sets" / f"{args.domain}_test.jsonl")
         print(f"evaluated in {time.monotonic() - t:.0f} s\n", flush=True)
         print(report.table())
+        print(held_out_summary(report.data))
     print(f"\ntotal {time.monotonic() - started:.0f} s")
+
+
+def held_out_summary(data: dict) -> str:
+    """The human-written test questions whose source is a held-out (validation) document, the ones no training
+    example came from: accuracy per arm and fine-tuned minus base, paired, with the off-topic decline rate."""
+    from docbot.rag.prompts import DECLINE_REPLY
+    from docbot.tuning.scoring import contains_answer, paired_difference
+
+    sets = {s["name"]: s for s in data["sets"]}
+    if "test" not in sets or "validation" not in sets:
+        return "(no held-out summary: run with --with-test)"
+    held_out = {q["source"] for q in sets["validation"]["questions"] if q["source"]}
+    questions = [q for q in sets["test"]["questions"] if q["answer"] and q["source"] in held_out]
+    off_topic = [q for q in sets["test"]["questions"] if not q["answer"]]
+    lines = [f"\nHuman-written test questions on the held-out documents ({', '.join(sorted(held_out))}): "
+             f"{len(questions)}; off-topic: {len(off_topic)}"]
+    right = {arm: [contains_answer(q["predictions"][arm], q["answer"]) for q in questions] for arm in data["arms"]}
+    declined = {arm: [float(DECLINE_REPLY.lower().rstrip(".") in q["predictions"][arm].lower()) for q in off_topic]
+                for arm in data["arms"]}
+    for arm in data["arms"]:
+        lines.append(f"  {arm:<22} answer in reply {sum(right[arm]) / max(len(questions), 1):.3f}   "
+                     f"off-topic declined {sum(declined[arm]) / max(len(off_topic), 1):.3f}")
+    for tuned, base in (("fine-tuned+retrieval", "base+retrieval"), ("fine-tuned", "base")):
+        if tuned in right:
+            for name, values in (("answer in reply", right), ("off-topic declined", declined)):
+                d = paired_difference(values[tuned], values[base])
+                lines.append(f"  {tuned} - {base}, {name}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                             + (f" (detectable {d['detectable']:.3f})" if "detectable" in d else ""))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

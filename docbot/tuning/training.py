@@ -7,7 +7,7 @@ training therefore run the same code.
 Training data: JSONL files whose rows hold `messages` (user prompt with the context blocks and the question,
 then the assistant answer). Each row becomes a TRL prompt/completion pair, so the loss is taken on the answer
 only, and only the answer's positions go through the LM head (`answer_loss`); batches are grouped by length. On 2
-CPU cores that trains 1.4x (SmolLM2) to 1.9x (Qwen2.5-0.5B) the tokens per second of a plain `Trainer` + PEFT
+CPU cores that trains 1.49x (SmolLM2) to 1.85x (Qwen2.5-0.5B) the tokens per second of a plain `Trainer` + PEFT
 recipe (`benchmarks/train_speed.py`). Validation loss is computed every epoch, a checkpoint is saved every epoch under `OUTPUT_DIR/checkpoints/`
 (an interrupted run resumes from the last one), and the result lands in `OUTPUT_DIR/adapter/`: the LoRA adapter,
 the tokenizer and `docbot_adapter.json`, the manifest described by `ADAPTER_MANIFEST` below.
@@ -255,7 +255,8 @@ def answer_loss(model, batch, num_items_in_batch=None):
 
     A right-padded batch goes without its attention mask: in a causal model real tokens never see the pads after
     them, and the pads' outputs are never scored, so the loss is the same, and attention takes its unmasked
-    causal path (SmolLM2 steps ~15% faster on CPU).
+    causal path (SmolLM2 steps ~15% faster on CPU, measured
+    in isolation).
     """
     import torch
 
