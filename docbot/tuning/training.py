@@ -255,8 +255,7 @@ def answer_loss(model, batch, num_items_in_batch=None):
 
     A right-padded batch goes without its attention mask: in a causal model real tokens never see the pads after
     them, and the pads' outputs are never scored, so the loss is the same, and attention takes its unmasked
-    causal path (SmolLM2 steps ~15% faster on CPU, measured
-    in isolation).
+    causal path (SmolLM2 steps ~15% faster on CPU, measured in isolation).
     """
     import torch
 
