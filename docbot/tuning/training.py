@@ -8,9 +8,10 @@ Training data: JSONL files whose rows hold `messages` (user prompt with the cont
 then the assistant answer). Each row becomes a TRL prompt/completion pair, so the loss is taken on the answer
 only, and only the answer's positions go through the LM head (`answer_loss`); batches are grouped by length. On 2
 CPU cores that trains 1.49x (SmolLM2) to 1.85x (Qwen2.5-0.5B) the tokens per second of a plain `Trainer` + PEFT
-recipe (`benchmarks/train_speed.py`). Validation loss is computed every epoch, a checkpoint is saved every epoch under `OUTPUT_DIR/checkpoints/`
-(an interrupted run resumes from the last one), and the result lands in `OUTPUT_DIR/adapter/`: the LoRA adapter,
-the tokenizer and `docbot_adapter.json`, the manifest described by `ADAPTER_MANIFEST` below.
+recipe (`benchmarks/train_speed.py`). Validation loss is computed every epoch, a checkpoint is saved every epoch
+under `OUTPUT_DIR/checkpoints/` (an interrupted run resumes from the last one), and the result lands in
+`OUTPUT_DIR/adapter/`: the LoRA adapter, the tokenizer and `docbot_adapter.json`, the manifest described by
+`ADAPTER_MANIFEST` below.
 """
 
 import hashlib
