@@ -110,19 +110,6 @@ def test_odd_but_readable_files_are_indexed_and_cited(tmp_path, models_dir):
     assert str(top) == UNICODE_NAME and top.chunk_id.startswith(f"odd/{UNICODE_NAME}#")
 
 
-def test_aes_pdf_without_the_crypto_package_is_skipped_with_what_to_install(tmp_path):
-    """`cryptography` is in requirements.txt; an install without it must still skip the file, not end the load."""
-    path = encrypted_pdf(tmp_path / "open.pdf", "The Orvik lighthouse is 71 metres tall.", "", "AES-128")
-    script = ("import sys; sys.modules['cryptography'] = sys.modules['Crypto'] = None\n"
-              "from pathlib import Path\nfrom docbot.rag.documents import read_pages\nfrom docbot.errors import DocumentError\n"
-              f"try:\n    read_pages(Path({str(path)!r}))\nexcept DocumentError as exc:\n    print(exc)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().startswith(f"{path}: cannot be decrypted (cryptography")
-    assert "pip install" in done.stdout
-
-
 def test_a_domain_path_that_is_a_file_is_a_clear_error(tmp_path, models_dir):
     path = tmp_path / "notes.md"
     path.write_text("Not a folder.\n")
