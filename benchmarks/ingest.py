@@ -177,7 +177,14 @@ def main() -> None:
     parser.add_argument("--min-pages", type=int, default=5)
     parser.add_argument("--max-pages", type=int, default=40)
     parser.add_argument("--order", choices=("langchain-first", "docbot-first"), default="langchain-first")
+    parser.add_argument("--float32", action="store_true",
+                        help="docbot embeds in float32 even where the CPU computes bfloat16 natively: what it does "
+                             "on a CPU without native bfloat16 (emulated: the instruction set stays this CPU's)")
     args = parser.parse_args()
+    if args.float32:
+        from docbot.rag import embeddings
+
+        embeddings.compute_dtype = lambda: "float32"
 
     import torch
     from transformers.utils import logging as hf_logging

