@@ -1,7 +1,6 @@
 """Retrieval quality, vector-only vs hybrid (BM25 + vectors, RRF), on a question set with gold sources.
 
     python benchmarks/retrieval.py [--set eval_sets/medical_dev.jsonl] [--domain medical] [-k 3]
-                                   [--embedding-backend auto|torch|onnx-int8]
 
 The HYBRID_SEARCH default was chosen on the dev set with this script; the test set is for reporting only.
 """
@@ -25,15 +24,12 @@ def main() -> None:
     parser.add_argument("--domain", default="medical")
     parser.add_argument("--docs", default=None, help="domain folder (default Documents/<Domain>)")
     parser.add_argument("-k", type=int, nargs="+", default=[1, 3, 5])
-    parser.add_argument("--embedding-backend", default=None, help="auto, torch or onnx-int8 (default: the config's)")
     args = parser.parse_args()
     questions = load_questions(args.set)
     with tempfile.TemporaryDirectory() as index_dir:
-        backend = {"embedding_backend": args.embedding_backend} if args.embedding_backend else {}
-        bot = ConfigurableDocBot(index_dir=index_dir, **backend)
+        bot = ConfigurableDocBot(index_dir=index_dir)
         bot.load_domain(args.domain, args.docs, progress=False)
-        print(f"{args.set}: {sum(1 for q in questions if q.source)} questions with a gold source, "
-              f"embedding backend {bot.embedder.backend}")
+        print(f"{args.set}: {sum(1 for q in questions if q.source)} questions with a gold source")
         print(f"{'k':>3} {'mode':<8} {'hit@k':>7} {'MRR':>7}")
         for k in args.k:
             for hybrid in (False, True):
