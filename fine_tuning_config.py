@@ -32,7 +32,6 @@ CONTEXT_CHARS = 600  # characters of context in all, the sentences nearest the q
 RELEVANCE_THRESHOLD = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
 HYBRID_SEARCH = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder also works
-EMBEDDING_BACKEND = "auto"  # "torch" where the CPU has native bf16, else "onnx-int8" (int8 ONNX Runtime, faster)
 PROVIDER = "auto"  # "auto": Ollama when its server has OLLAMA_MODEL, else llama.cpp, else transformers
 ANSWER_MODEL = "Qwen2.5-Coder-0.5B-Instruct"  # the model that answers (llama.cpp); "SmolLM2-135M-Instruct" is faster
 OLLAMA_MODEL = "qwen2.5-coder:0.5b"  # model name on the Ollama server (`ollama pull qwen2.5-coder:0.5b`)

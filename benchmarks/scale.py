@@ -70,7 +70,6 @@ class CachedEmbedder:
 
     def __init__(self, embedder, path: Path) -> None:
         self.embedder, self.model_id, self.dimension = embedder, embedder.model_id, embedder.dimension
-        self.backend, self.record, self.mismatch = embedder.backend, embedder.record, embedder.mismatch
         self.is_common_word = embedder.is_common_word
         self.db = sqlite3.connect(path)
         self.db.execute("CREATE TABLE IF NOT EXISTS v (h TEXT PRIMARY KEY, vec BLOB)")
@@ -134,9 +133,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    real = Embedder()  # each backend's vectors are kept apart: int8 ones differ slightly from torch's
-    cache = "vectors.sqlite" if real.backend == "torch" else f"vectors-{real.backend}.sqlite"
-    embedder = CachedEmbedder(real, out / cache)
+    embedder = CachedEmbedder(Embedder(), out / "vectors.sqlite")
     rows = []
     for size in args.sizes:
         work = out / f"domain_{size}"

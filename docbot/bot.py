@@ -218,7 +218,7 @@ class ConfigurableDocBot:
     def embedder(self) -> Embedder:
         """The embedding model, loaded on first use."""
         if self._embedder is None:
-            self._embedder = Embedder(self.config.embedding_model, backend=self.config.embedding_backend)
+            self._embedder = Embedder(self.config.embedding_model)
         return self._embedder
 
     def _get_store(self) -> Store:

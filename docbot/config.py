@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .providers import PROVIDER_CHOICES
-from .rag.embeddings import BACKENDS as EMBEDDING_BACKENDS
 
 __all__ = ["Config", "load_config", "settings_file", "SETTINGS_NAME"]
 
@@ -52,8 +51,6 @@ class Config:
     relevance_threshold: float = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
     hybrid_search: bool = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
     embedding_model: str = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder works
-    embedding_backend: str = "auto"  # "torch" where the CPU has native bf16 (2 cores: ~68 chunks/s), else
-    # "onnx-int8" (ONNX Runtime, int8 weights: ~1.4x fp32 torch, cosine ~0.99 to it); each index records its backend
     provider: str = "auto"  # Ollama when its server has ollama_model, else llama.cpp, else transformers
     answer_model: str = "Qwen2.5-Coder-0.5B-Instruct"  # packaged offline; 7/8 held-out answers vs SmolLM2's 5/8
     ollama_model: str = "qwen2.5-coder:0.5b"  # the same model as answer_model, so auto never picks a weaker one
@@ -111,9 +108,6 @@ class Config:
             raise ConfigError(f"config history_turns must be >= 0, got {self.history_turns!r}")
         if self.provider not in PROVIDER_CHOICES:
             raise ConfigError(f"config provider must be one of {', '.join(PROVIDER_CHOICES)}, got {self.provider!r}")
-        if self.embedding_backend not in EMBEDDING_BACKENDS:
-            raise ConfigError(f"config embedding_backend must be one of {', '.join(EMBEDDING_BACKENDS)}, "
-                              f"got {self.embedding_backend!r}")
         if not self.lora_target_modules:
             raise ConfigError("config lora_target_modules must name at least one module")
 

@@ -3,7 +3,6 @@
 __all__ = [
     "DocbotError",
     "ConfigError",
-    "UnsupportedModelError",
     "DocumentError",
     "IndexMismatchError",
     "StoreError",
@@ -19,10 +18,6 @@ class DocbotError(Exception):
 
 class ConfigError(DocbotError):
     """A configuration value is unknown, of the wrong type, or out of range."""
-
-
-class UnsupportedModelError(ConfigError):
-    """The chosen embedding backend cannot run the chosen embedding model; the message names the backend to use."""
 
 
 class DocumentError(DocbotError):

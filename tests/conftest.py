@@ -156,22 +156,6 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory) -> Path:
-    """A user cache of this session's own ($DOCBOT_CACHE), where the onnx-int8 backend exports its model."""
-    return tmp_path_factory.mktemp("user_cache")
-
-
-@pytest.fixture(scope="session")
-def onnx_embedder(onnx_cache):
-    """The real embedding model on the onnx-int8 backend, exported and quantized into `onnx_cache` (~5 s)."""
-    from docbot.rag.embeddings import Embedder
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DOCBOT_CACHE", str(onnx_cache))
-        return Embedder("all-MiniLM-L6-v2", backend="onnx-int8")
-
-
-@pytest.fixture(scope="session")
 def corpus(tmp_path_factory, embedder):
     """40 files, 320 chunks in two embedding batches, and the store an uninterrupted load makes of them."""
     import time

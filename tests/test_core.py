@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-import numpy as np
 import pytest
 
 from conftest import FACTS, write_facts_domain, write_pdf
 from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError
-from docbot.errors import UnsupportedModelError
-from docbot.rag.embeddings import Embedder
 from docbot.rag.retrieval import rrf_fuse
 
 
@@ -145,7 +141,7 @@ def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, models_dir, c
 
 def test_opening_an_index_with_another_embedding_model_is_refused(tmp_path, facts_bot):
     other = tmp_path / "minilm-copy"  # the same weights saved under another name: a different model id
-    Embedder("all-MiniLM-L6-v2", backend="torch")._model.save(str(other))
+    facts_bot.embedder._model.save(str(other))
     bot = ConfigurableDocBot(provider="transformers", embedding_model=str(other),
                              documents_dir=facts_bot.config.documents_dir, index_dir=facts_bot.config.index_dir)
     with pytest.raises(IndexMismatchError) as err:
@@ -153,67 +149,6 @@ def test_opening_an_index_with_another_embedding_model_is_refused(tmp_path, fact
     message = str(err.value)
     assert "sentence-transformers/all-MiniLM-L6-v2" in message and "minilm-copy" in message
     assert "reindex" in message
-
-
-def test_opening_an_index_with_another_embedding_backend_is_refused(facts_bot, onnx_embedder, onnx_cache,
-                                                                     monkeypatch):
-    monkeypatch.setenv("DOCBOT_CACHE", str(onnx_cache))  # where onnx_embedder exported the int8 model
-    built = facts_bot.embedder.backend
-    other = "torch" if built == "onnx-int8" else "onnx-int8"
-    bot = ConfigurableDocBot(provider="transformers", embedding_backend=other,
-                             documents_dir=facts_bot.config.documents_dir, index_dir=facts_bot.config.index_dir)
-    with pytest.raises(IndexMismatchError) as err:
-        bot.load_domain("velmora", progress=False)
-    message = str(err.value)
-    assert f"embedding backend {built} but docbot now uses {other}" in message
-    assert f'embedding_backend back to "{built}"' in message and "reindex velmora" in message
-
-
-SENTENCES = ["The maximum daily dose of Quorvane is 35 mg.", "The Velmora clinic opens at 06:45 on weekdays.",
-             "The Brindleweed vaccine must be stored at 3 degrees Celsius.", "Staff leave by the nearest stairway.",
-             "The chief pharmacist of the Velmora clinic is Odalys Penhallow."]  # sentences: a one-word text
-# lands at ~0.965 (int8 activations are scaled per batch, over its padding too)
-
-
-def test_the_onnx_int8_backend_embeds_within_cosine_0_97_of_torch_and_ranks_alike(onnx_embedder):
-    torch_embedder = Embedder("all-MiniLM-L6-v2", backend="torch")
-    assert (onnx_embedder.backend, torch_embedder.backend) == ("onnx-int8", "torch")
-    int8, reference = onnx_embedder.embed(SENTENCES), torch_embedder.embed(SENTENCES)
-    assert int8.shape == reference.shape == (len(SENTENCES), 384) and int8.dtype == np.float32
-    assert np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
-    assert (int8 * reference).sum(1).min() >= 0.97
-    query = onnx_embedder.embed(["Who is the chief pharmacist?", "How much Quorvane per day at most?"])
-    assert list((query @ int8.T).argmax(1)) == [4, 0]
-    assert onnx_embedder.is_common_word("clinic") and not onnx_embedder.is_common_word("Quorvane")
-
-
-def test_the_int8_model_is_exported_once_and_reused_from_the_cache(onnx_embedder, onnx_cache, monkeypatch):
-    from docbot.rag import _onnx_embedder
-
-    monkeypatch.setenv("DOCBOT_CACHE", str(onnx_cache))
-    path = onnx_embedder._onnx.path
-    assert path.is_relative_to(onnx_cache) and sorted(p.name for p in path.parent.iterdir()) == [
-        ".docbot.lock", "model-int8.onnx"]  # no temporary file left behind
-    before = (path.stat().st_ino, path.stat().st_mtime_ns)
-    exports = []
-    monkeypatch.setattr(_onnx_embedder, "_export", lambda *args: exports.append(args))
-    again = Embedder("all-MiniLM-L6-v2", backend="onnx-int8")
-    assert exports == [] and again._onnx.path == path and (path.stat().st_ino, path.stat().st_mtime_ns) == before
-    assert np.array_equal(again.embed(SENTENCES), onnx_embedder.embed(SENTENCES))
-
-
-def test_a_model_the_onnx_backend_cannot_reproduce_is_refused_naming_the_torch_one(tmp_path):
-    folder = tmp_path / "cls-pooled"  # a sentence-transformers folder that pools the CLS token
-    (folder / "1_Pooling").mkdir(parents=True)
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
-    with pytest.raises(UnsupportedModelError, match=r'cls-pooled .*pooling_mode_cls_token.*backend = "torch"'):
-        Embedder(str(folder), backend="onnx-int8")
-    with pytest.raises(ConfigError, match="embedding_backend must be one of auto, torch, onnx-int8"):
-        ConfigurableDocBot(embedding_backend="gpu")
 
 
 def test_pdf_pages_are_cited_by_number(tmp_path, models_dir):

@@ -19,7 +19,6 @@ import pytest
 import index_worker
 from conftest import write_corpus, write_facts_domain
 from docbot import ConfigurableDocBot, IndexBusyError, IndexMismatchError
-from docbot.rag.embeddings import Embedder
 
 ROUNDS = 5  # benchmarks/crash.py runs 20
 
@@ -110,10 +109,10 @@ def test_second_writer_names_the_holder_readers_go_on_and_a_killed_holder_frees_
     assert f"stale write lock of process {holder.pid}" in caplog.text
 
 
-def test_a_rebuild_with_another_model_swaps_in_only_when_complete(tmp_path, models_dir, monkeypatch):
+def test_a_rebuild_with_another_model_swaps_in_only_when_complete(tmp_path, models_dir, embedder, monkeypatch):
     write_facts_domain(tmp_path / "Documents" / "Velmora")
     other = tmp_path / "minilm-copy"  # the same weights under another name: another embedding model to docbot
-    Embedder("all-MiniLM-L6-v2", backend="torch")._model.save(str(other))
+    embedder._model.save(str(other))
     dirs = {"documents_dir": str(tmp_path / "Documents"), "index_dir": str(tmp_path / "index"),
             "models_dir": str(models_dir)}
     reader = ConfigurableDocBot(provider="transformers", **dirs)

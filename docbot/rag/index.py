@@ -123,9 +123,10 @@ def rebuild_domain(store: Store, domain: str, embedder: Embedder, root: Path, ch
 
 
 def _create(client, name: str, domain: str, embedder: Embedder):
-    """A cosine collection that records the embedding model (and the backend computing it) that fills it."""
-    return client.get_or_create_collection(name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
-                                           metadata={"domain": domain, **embedder.record()})
+    """A cosine collection that records the embedding model that fills it."""
+    return client.get_or_create_collection(
+        name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
+        metadata={"domain": domain, "embedding_model": embedder.model_id, "embedding_dim": embedder.dimension})
 
 
 class DomainIndex:
@@ -226,11 +227,14 @@ class DomainIndex:
 
     def _check_model(self) -> None:
         """The collection must have been built with this embedder, or its vectors mean nothing to the queries."""
-        mismatch = self.embedder.mismatch(self._collection.metadata or {})
-        if mismatch:
+        meta = self._collection.metadata or {}
+        built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
+        if built_with != (self.embedder.model_id, self.embedder.dimension):
             raise IndexMismatchError(
-                f"the index of domain '{self.domain}' was {mismatch}, or rebuild the index with `reindex "
-                f"{self.domain}` (bot.reindex('{self.domain}')), which re-embeds every file")
+                f"the index of domain '{self.domain}' was built with embedding model {built_with[0]} "
+                f"({built_with[1]} dimensions) but docbot now uses {self.embedder.model_id} "
+                f"({self.embedder.dimension}); set embedding_model back to {built_with[0]}, or rebuild the index "
+                f"with `reindex {self.domain}` (bot.reindex('{self.domain}')), which re-embeds every file")
 
     def _read(self, method: str, **kwargs):
         """A read of the collection, reopened by name if another process swapped in a rebuilt one (`reindex`)."""
