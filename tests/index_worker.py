@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def query(index_dir: str, domain: str, seconds: float) -> dict:
                 start = time.perf_counter()
             bot.retrieve(QUESTIONS[len(latencies) % len(QUESTIONS)], k=3)
         except Exception as exc:  # noqa: BLE001 (counted: the load test's goal is zero)
-            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(_described(exc))
         latencies.append(time.perf_counter() - start)
     return {"queries": len(latencies), "latencies": latencies, "errors": errors}
 
@@ -67,9 +68,17 @@ def churn(docs: str, index_dir: str, domain: str, seconds: float) -> dict:
         try:
             bot.load_domain(domain, docs, progress=False)
         except Exception as exc:  # noqa: BLE001 (counted: the load test's goal is zero)
-            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(_described(exc))
         loads += 1
     return {"loads": loads, "errors": errors}
+
+
+def _described(exc: Exception) -> str:
+    """The error and where it was raised (docbot's innermost frame), so a rare failure under load can be found."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/docbot/" in f.filename] or \
+        traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _ready_bot(index_dir: str, lock_timeout: float) -> ConfigurableDocBot:

@@ -48,10 +48,22 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         import torch
 
-        with torch.inference_mode():
-            vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                         normalize_embeddings=False, show_progress_bar=False)
-            return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
+        threads = torch.get_num_threads()
+        if len(texts) == 1:  # a question: see _QUESTION_THREADS
+            torch.set_num_threads(_QUESTION_THREADS)
+        try:
+            with torch.inference_mode():
+                vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                             normalize_embeddings=False, show_progress_bar=False)
+                return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
+        finally:
+            torch.set_num_threads(threads)
+
+
+# A question is embedded on one thread. It costs one user ~2 ms (15.5-16.6 against 13.9-14.2 ms on 2 cores), but
+# idle OpenMP workers spin at every parallel step: with 4 teammates' processes and a writer on 2 cores
+# (benchmarks/load.py), retrieval p50 was 349 ms with two threads per question and 68 ms with one.
+_QUESTION_THREADS = 1
 
 
 @lru_cache(maxsize=4)

@@ -199,12 +199,14 @@ class DomainIndex:
         return report
 
     def query(self, embedding: np.ndarray, n: int) -> list[Hit]:
-        """The `n` nearest chunks to a unit-length query embedding."""
+        """The `n` nearest chunks to a unit-length query embedding. A chunk that another process deleted while the
+        query ran comes back from a Chroma server without its text and metadata (seen under benchmarks/load.py):
+        it is left out."""
         res = self._read("query", query_embeddings=[embedding], n_results=n,  # fewer when the domain has fewer
                          include=["documents", "metadatas", "distances"])
         return [Hit(i, d, m["source"], m.get("page"), 1.0 - dist)
                 for i, d, m, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
-                                         res["distances"][0])]
+                                         res["distances"][0]) if m is not None and d is not None]
 
     def get(self, ids: list[str], query_embedding: np.ndarray) -> list[Hit]:
         """Chunks by id, with their similarity to the query (for hits found by keyword search)."""
