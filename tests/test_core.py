@@ -89,6 +89,23 @@ def test_the_keyword_index_is_saved_once_and_loaded_by_the_next_process_but_neve
     assert not KeywordIndex(index, cache).built  # and saved again in the damaged one's place
 
 
+def test_a_whole_domain_is_read_in_pages(tmp_path, embedder, monkeypatch):
+    """One read of 110,873 chunks broke SQLite's limit on query variables (benchmarks/scale.py); pages of 2 chunks
+    must give every chunk once, and a re-load must find every file as indexed."""
+    from docbot.rag import index as index_module
+    from docbot.rag.index import DomainIndex
+    from docbot.rag.store import open_store
+
+    docs = write_facts_domain(tmp_path / "docs")
+    index = DomainIndex(open_store(tmp_path / "index"), "velmora", embedder)
+    index.sync(docs, 200, 20, progress=False)
+    whole = index.all_chunks()
+    monkeypatch.setattr(index_module, "_PAGE", 2)
+    assert index.all_chunks() == whole and len(whole) == index.count() > 4
+    again = index.sync(docs, 200, 20, progress=False)
+    assert (again.unchanged, again.added, again.changed, again.chunks) == (again.files, [], [], len(whole))
+
+
 def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
     # b: 1/62 + 1/61 beats a: 1/61 + 1/63, and c, found by one ranking only, comes after both
     assert rrf_fuse([["a", "b", "c"], ["b", "d", "a"]]) == ["b", "a", "d", "c"]

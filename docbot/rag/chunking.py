@@ -9,7 +9,7 @@ from itertools import chain
 
 from .documents import Page
 
-__all__ = ["Chunk", "chunk_pages", "cite"]
+__all__ = ["Chunk", "Hit", "StoredChunk", "chunk_pages", "cite"]
 
 _WINDOW_CHUNKS = 64  # a page is handed to the splitter in pieces of at most this many chunk sizes
 
@@ -29,6 +29,34 @@ class Chunk:
 def cite(source: str, page: int | None) -> str:
     """How a chunk is named to users and to the model: "file p.N", or "file" for text files."""
     return source if page is None else f"{source} p.{page}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored chunk returned by a search; `similarity` is the cosine similarity to the query."""
+
+    id: str
+    text: str
+    source: str
+    page: int | None
+    similarity: float
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as stored, with the content hash of the file it came from."""
+
+    id: str
+    text: str
+    source: str
+    page: int | None
+    chunk_no: int
+    file_hash: str
+
+    @property
+    def block(self) -> tuple[str, str]:
+        """(label, text): the chunk as a prompt's context block."""
+        return cite(self.source, self.page), self.text
 
 
 def chunk_pages(domain: str, source: str, pages: Iterable[Page], size: int, overlap: int) -> list[Chunk]:

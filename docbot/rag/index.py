@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import sha256_file
-from .chunking import Chunk, chunk_pages, cite
+from .chunking import Chunk, Hit, StoredChunk, chunk_pages
 from .documents import discover, read_pages
 from .embeddings import Embedder
 from ..errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, StoreError
@@ -33,36 +33,9 @@ log = logging.getLogger("docbot")
 # it returns: a crash or Ctrl-C loses at most that much work on any CPU. Fixed groups of 256 chunks lost up to 8 s
 # on 2 cores without bf16, and kills in the first 17 s of a 24 s load left no file finished (benchmarks/crash.py)
 _EMBED_SECONDS = 2.0
+_PAGE = 5000  # records per read of a whole collection (10,868 in one read worked, 110,873 did not)
 _FIRST_GROUP = 16  # chunks in the first call, before the speed is known
 _MAX_GROUP = 512  # larger calls are no faster
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A stored chunk returned by a search; `similarity` is the cosine similarity to the query."""
-
-    id: str
-    text: str
-    source: str
-    page: int | None
-    similarity: float
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    """A chunk as stored, with the content hash of the file it came from."""
-
-    id: str
-    text: str
-    source: str
-    page: int | None
-    chunk_no: int
-    file_hash: str
-
-    @property
-    def block(self) -> tuple[str, str]:
-        """(label, text): the chunk as a prompt's context block."""
-        return cite(self.source, self.page), self.text
 
 
 @dataclass
@@ -220,7 +193,7 @@ class DomainIndex:
 
     def all_chunks(self) -> list[StoredChunk]:
         """Every chunk with its file's content hash, in document order (file, page, position)."""
-        res = self._read("get", include=["documents", "metadatas"])
+        res = self._read_all(["documents", "metadatas"])
         chunks = [StoredChunk(i, d, m["source"], m.get("page"), m["chunk_no"], m["file_hash"])
                   for i, d, m in zip(res["ids"], res["documents"], res["metadatas"])]
         return sorted(chunks, key=lambda c: (c.source, c.page or 0, c.chunk_no))
@@ -253,6 +226,16 @@ class DomainIndex:
                                  f"load it again") from None
             self._check_model()
             return getattr(self._collection, method)(**kwargs)
+
+    def _read_all(self, include: list[str]) -> dict[str, list]:
+        """Every record, in pages of `_PAGE`: one read of 110,000 chunks broke SQLite's limit on query variables."""
+        res: dict[str, list] = {"ids": [], "documents": [], "metadatas": []}
+        while True:
+            page = self._read("get", include=include, limit=_PAGE, offset=len(res["ids"]))
+            for key, values in res.items():
+                values += page.get(key) or []
+            if len(page["ids"]) < _PAGE:
+                return res
 
     def _check(self, root: Path, files: list[Path], chunking: str) -> tuple[SyncReport, bool]:
         """What is already indexed as the folder has it, and whether that is everything (nothing to write)."""
@@ -334,7 +317,7 @@ class DomainIndex:
         self._collection.modify(metadata=meta)
 
     def _stored_files(self) -> dict[str, _StoredFile]:
-        res = self._read("get", include=["metadatas"])
+        res = self._read_all(["metadatas"])
         files: dict[str, _StoredFile] = defaultdict(_StoredFile)
         for chunk_id, meta in zip(res["ids"], res["metadatas"]):
             entry = files[meta["source"]]
