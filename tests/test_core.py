@@ -89,6 +89,18 @@ def test_the_keyword_index_is_saved_once_and_loaded_by_the_next_process_but_neve
     assert not KeywordIndex(index, cache).built  # and saved again in the damaged one's place
 
 
+def test_a_load_that_changed_the_index_saves_its_keyword_index_for_the_first_question(tmp_path, models_dir):
+    """At 110,873 chunks building it took 30 s: the load that changed the index pays it, not a later question."""
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    bots = [ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
+                               index_dir=str(tmp_path / "index"), models_dir=str(models_dir)) for _ in range(2)]
+    assert bots[0].load_domain("velmora", progress=False).added
+    assert bots[0]._retriever.keywords.built and (tmp_path / "index" / "keywords").is_dir()
+    assert not bots[1].load_domain("velmora", progress=False).added  # a new process, nothing changed
+    assert bots[1].retrieve("Brindleweed", k=1)[0].file == "storage.txt"
+    assert not bots[1]._retriever.keywords.built  # loaded from the first load's save
+
+
 def test_a_whole_domain_is_read_in_pages(tmp_path, embedder, monkeypatch):
     """One read of 110,873 chunks broke SQLite's limit on query variables (benchmarks/scale.py); pages of 2 chunks
     must give every chunk once, and a re-load must find every file as indexed."""

@@ -40,7 +40,7 @@ class KeywordIndex:
         """Ids of the `n` best chunks for `query` by BM25, best first; only chunks sharing a word with it."""
         import bm25s
 
-        self._ensure()
+        self.prepare()
         if not self._ids:
             return []
         tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
@@ -51,10 +51,11 @@ class KeywordIndex:
 
     def vocabulary(self) -> set[str]:
         """Every `WORD` of the domain's chunks, lower case."""
-        self._ensure()
+        self.prepare()
         return self._vocabulary
 
-    def _ensure(self) -> None:
+    def prepare(self) -> None:
+        """Load it, or build and save it, now rather than at the first search."""
         if self._bm25 is not None:
             return
         stamp = self.index.stamp()
