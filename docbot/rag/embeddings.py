@@ -49,7 +49,8 @@ class Embedder:
         import torch
 
         threads = torch.get_num_threads()
-        if len(texts) == 1:  # a question: see _QUESTION_THREADS
+        single = len(texts) == 1 and threads != _QUESTION_THREADS  # a question: see _QUESTION_THREADS
+        if single:
             torch.set_num_threads(_QUESTION_THREADS)
         try:
             with torch.inference_mode():
@@ -57,7 +58,8 @@ class Embedder:
                                              normalize_embeddings=False, show_progress_bar=False)
                 return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
         finally:
-            torch.set_num_threads(threads)
+            if single:
+                torch.set_num_threads(threads)
 
 
 # A question is embedded on one thread. It costs one user ~2 ms (15.5-16.6 against 13.9-14.2 ms on 2 cores), but
