@@ -79,6 +79,9 @@ def test_a_follow_up_and_a_brief_new_topic_are_each_searched_right(default_bot):
     assert "Tuesdays and Fridays" in follow_up.text and follow_up.sources[0].file == "infection_control.pdf"
     new_topic = default_bot.ask("What is the laboratory extension?", conversation=chat)
     assert "2560" in new_topic.text and new_topic.sources[0].file == "lab_services.txt"
+    default_bot.ask("How long is a standard appointment?", conversation=chat)
+    fragment = default_bot.ask("And a double one?", conversation=chat)  # asked as "How long is a double appointment?"
+    assert "24 minutes" in fragment.text and fragment.sources[0].file == "opening_hours.txt"
 
 
 @pytest.mark.slow

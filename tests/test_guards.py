@@ -78,3 +78,21 @@ def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
     chat.add("Who reviews the ClearChart access log?", "The Records Officer.")
     assert chat.resolve("And how often?") == "Who reviews the ClearChart access log? And how often?"
     assert chat.resolve("How long are children's records kept?") == "How long are children's records kept?"
+
+
+@pytest.mark.parametrize("previous, question, standalone", [
+    ("Which tube is used for a full blood count?", "And for kidney and liver tests?",
+     "Which tube is used for kidney and liver tests?"),  # a phrase from a preposition on
+    ("What does Code Violet mean?", "And Code Indigo?", "What does Code Indigo mean?"),  # a word both share
+    ("How long is a standard appointment?", "And a double one?", "How long is a double appointment?"),  # "one"
+    ("Where are the red boxes stored?", "What about the blue ones?", "Where are the blue boxes stored?"),
+    ("Where is the controlled drugs cabinet kept?", "And the fridge?", "Where is the fridge kept?"),
+    ("Who reviews the ClearChart access log?", "And how often?",  # a question of its own: glued, not rewritten
+     "Who reviews the ClearChart access log? And how often?"),
+    ("What is the maximum daily dose of Quorvane?", "and with food?",  # no "with" to replace
+     "What is the maximum daily dose of Quorvane? and with food?"),
+])
+def test_a_fragment_takes_the_place_of_what_it_replaces_in_the_previous_question(previous, question, standalone):
+    chat = Conversation(2)
+    chat.add(previous, "an answer")
+    assert chat.resolve(question) == standalone

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, select_context
-from .conversation import Conversation, names_its_subject
+from .conversation import Conversation, question_to_ask
 from .evidence import Evidence, check_answer
 from .guards import GuardReport, guarded
 from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
@@ -109,11 +109,8 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if not relevant or unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False)
             return answer if stream else answer.finished()
-        # a follow-up is searched with the turn before; asked on its own when it names its subject, and its own
-        # words weigh twice when the context is selected ("and how often must passwords be changed?")
-        asked = question if standalone != question and names_its_subject(question) else standalone
-        blocks = select_context(standalone if standalone == question else f"{question} {standalone}",
-                                [s.block for s in relevant], context_chars, embed)
+        asked, selected_by = question_to_ask(question, standalone)
+        blocks = select_context(selected_by, [s.block for s in relevant], context_chars, embed)
         kept_labels = {label for label, _ in blocks}
         relevant = [s for s in relevant if s.block[0] in kept_labels]
         messages = build_messages(asked, blocks)

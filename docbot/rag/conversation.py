@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .retrieval import Source
 
-__all__ = ["Conversation", "Turn", "leans_on_previous", "names_its_subject"]
+__all__ = ["Conversation", "Turn", "leans_on_previous", "names_its_subject", "question_to_ask", "rewrite_fragment"]
 
 # A question leans on the previous turn when it opens like a continuation ("And how often?", "What about
 # children?"), or is short and points back ("What must they wear there?"), or names almost nothing ("On which days?").
@@ -21,6 +21,17 @@ _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many"
            "at", "for", "to", "and", "or", "about", "with", "by", "i", "we", "you", "take", "last", "get", "need",
            "use", "happen", "mean", "cost", "have", "has", "go", "come", "say"}  # words that name no subject
 SHORT_QUESTION_WORDS = 10  # pointing back counts only in a question this short; longer ones carry their subject
+# "And <fragment>?" with a fragment that stands for part of the previous question ("And for kidney tests?",
+# "And Code Indigo?", "And a double one?"): the fragment is put in that part's place.
+_FRAGMENT = re.compile(r"^(?:and|but|also|or|so|then|what about|how about)\s+(?P<fragment>[^?]+?)\s*\??$", re.I)
+_ASKS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "do",
+         "does", "did", "can", "could", "must", "should", "will", "would", "may"}  # a fragment that is a question
+_PREPOSITIONS = {"for", "in", "on", "at", "with", "about", "to", "from", "by", "of", "during", "after", "before"}
+_ARTICLES = {"a", "an", "the"}
+_PARTICIPLES = {"kept", "given", "taken", "held", "seen", "done", "made", "worn", "told", "paid", "sent", "left",
+                "run", "put", "set", "read", "found", "brought", "bought", "written", "known", "shown", "thrown",
+                "chosen", "spoken", "hidden", "eaten"}  # irregular; regular ones end in -ed
+MAX_FRAGMENT_WORDS = 6  # a longer continuation says more than a part of the previous question
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,12 @@ class Conversation:
         self._turns.clear()
 
     def resolve(self, question: str) -> str:
-        """The question as it stands alone: a follow-up gets the previous question in front of it (for the search
-        and for the prompt), any other question is itself."""
+        """The question as it stands alone, for the search: a fragment put into the previous question
+        (`rewrite_fragment`), another follow-up with the previous question in front of it, any other question
+        itself."""
         if self._turns and leans_on_previous(question):
-            return f"{self._turns[-1].question} {question}"
+            previous = self._turns[-1].question
+            return rewrite_fragment(previous, question) or f"{previous} {question}"
         return question
 
     def __len__(self) -> int:
@@ -77,3 +90,58 @@ def leans_on_previous(question: str) -> bool:
     if len(words) <= SHORT_QUESTION_WORDS and _POINTS_BACK.search(question):
         return True
     return not names_its_subject(question)
+
+
+def question_to_ask(question: str, standalone: str) -> tuple[str, str]:
+    """What the model is asked and what the context is selected by, given `standalone =
+    conversation.resolve(question)`. A follow-up glued to the previous question is asked on its own when it names
+    its subject ("and how often must passwords be changed?"), or the model answers the earlier question, and its
+    own words weigh twice in the selection; a rewritten fragment, or any other question, is used as it stands."""
+    if standalone != question and standalone.endswith(f" {question}"):
+        return question if names_its_subject(question) else standalone, f"{question} {standalone}"
+    return standalone, standalone
+
+
+def rewrite_fragment(previous: str, question: str) -> str | None:
+    """`previous` with the fragment of an "And <fragment>?" follow-up in the place of the part it replaces, or None
+    when there is no such part. Three forms: a phrase opening with a preposition replaces the previous question
+    from its last use of that preposition ("Which tube is used for a full blood count?" + "And for kidney tests?"
+    -> "Which tube is used for kidney tests?"); a phrase opening with a word of the previous question replaces as
+    many words from there ("What does Code Violet mean?" + "And Code Indigo?" -> "What does Code Indigo mean?");
+    a phrase opening with an article replaces the previous question's last phrase opening with one, "one" standing
+    for that phrase's last word ("How long is a standard appointment?" + "And a double one?" -> "How long is a
+    double appointment?")."""
+    match = _FRAGMENT.match(question.strip())
+    if not match:
+        return None
+    fragment = match.group("fragment").split()
+    first = fragment[0].lower()
+    if first in _ASKS or len(fragment) > MAX_FRAGMENT_WORDS:
+        return None
+    words = previous.strip().rstrip("?.! ").split()
+    lower = [w.lower() for w in words]
+    if first in _PREPOSITIONS:
+        if first not in lower:
+            return None
+        start = len(lower) - 1 - lower[::-1].index(first)
+        return " ".join(words[:start] + fragment) + "?"
+    if first in _ARTICLES:
+        starts = [i for i, w in enumerate(lower) if w in _ARTICLES]
+        if not starts:
+            return None
+        start = starts[-1]
+        end = next((i for i in range(start + 1, len(lower)) if lower[i] in _PREPOSITIONS), len(words))
+        if end == len(words) and end - start > 2 and _participle(lower[-1]):  # "Where is the cabinet kept?"
+            end -= 1
+        head = words[end - 1]
+        heads = {"one": head, "ones": head if head.lower().endswith("s") else head + "s"}
+        fragment = [heads.get(w.lower(), w) for w in fragment]
+        return " ".join(words[:start] + fragment + words[end:]) + "?"
+    if first in lower and len(fragment) > 1:
+        start = lower.index(first)
+        return " ".join(words[:start] + fragment + words[start + len(fragment):]) + "?"
+    return None
+
+
+def _participle(word: str) -> bool:
+    return word in _PARTICIPLES or (len(word) > 4 and word.endswith("ed"))
