@@ -87,6 +87,8 @@ def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
     ("How long is a standard appointment?", "And a double one?", "How long is a double appointment?"),  # "one"
     ("Where are the red boxes stored?", "What about the blue ones?", "Where are the blue boxes stored?"),
     ("Where is the controlled drugs cabinet kept?", "And the fridge?", "Where is the fridge kept?"),
+    ("What are the hours of the early shift at the clinic?", "And the late shift?",  # the phrase sharing "shift"
+     "What are the hours of the late shift at the clinic?"),
     ("Who reviews the ClearChart access log?", "And how often?",  # a question of its own: glued, not rewritten
      "Who reviews the ClearChart access log? And how often?"),
     ("What is the maximum daily dose of Quorvane?", "and with food?",  # no "with" to replace

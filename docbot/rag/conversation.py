@@ -126,13 +126,12 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
         start = len(lower) - 1 - lower[::-1].index(first)
         return " ".join(words[:start] + fragment) + "?"
     if first in _ARTICLES:
-        starts = [i for i, w in enumerate(lower) if w in _ARTICLES]
-        if not starts:
+        phrases = [_phrase(lower, i) for i, w in enumerate(lower) if w in _ARTICLES]
+        if not phrases:
             return None
-        start = starts[-1]
-        end = next((i for i in range(start + 1, len(lower)) if lower[i] in _PREPOSITIONS), len(words))
-        if end == len(words) and end - start > 2 and _participle(lower[-1]):  # "Where is the cabinet kept?"
-            end -= 1
+        # the phrase that shares a word with the fragment ("the early shift" for "the late shift"), else the last
+        shared = {w.lower() for w in fragment[1:]}
+        start, end = max(phrases, key=lambda p: (len(shared & set(lower[p[0] + 1:p[1]])), p[0]))
         head = words[end - 1]
         heads = {"one": head, "ones": head if head.lower().endswith("s") else head + "s"}
         fragment = [heads.get(w.lower(), w) for w in fragment]
@@ -141,6 +140,15 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
         start = lower.index(first)
         return " ".join(words[:start] + fragment + words[start + len(fragment):]) + "?"
     return None
+
+
+def _phrase(lower: list[str], start: int) -> tuple[int, int]:
+    """The [start, end) of the phrase that opens with the article at `start`: up to the next preposition, or the
+    end of the question less a closing participle ("Where is the cabinet kept?")."""
+    end = next((i for i in range(start + 1, len(lower)) if lower[i] in _PREPOSITIONS), len(lower))
+    if end == len(lower) and end - start > 2 and _participle(lower[-1]):
+        end -= 1
+    return start, end
 
 
 def _participle(word: str) -> bool:
