@@ -93,6 +93,7 @@ def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
      "Who reviews the ClearChart access log? And how often?"),
     ("What is the maximum daily dose of Quorvane?", "and with food?",  # no "with" to replace
      "What is the maximum daily dose of Quorvane? and with food?"),
+    ("What is the dose for adults?", "And for?", "What is the dose for adults? And for?"),  # one word: no part
 ])
 def test_a_fragment_takes_the_place_of_what_it_replaces_in_the_previous_question(previous, question, standalone):
     chat = Conversation(2)

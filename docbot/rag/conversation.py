@@ -108,15 +108,15 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
     from its last use of that preposition ("Which tube is used for a full blood count?" + "And for kidney tests?"
     -> "Which tube is used for kidney tests?"); a phrase opening with a word of the previous question replaces as
     many words from there ("What does Code Violet mean?" + "And Code Indigo?" -> "What does Code Indigo mean?");
-    a phrase opening with an article replaces the previous question's last phrase opening with one, "one" standing
-    for that phrase's last word ("How long is a standard appointment?" + "And a double one?" -> "How long is a
-    double appointment?")."""
+    a phrase opening with an article replaces the previous question's phrase opening with one that shares its
+    words, else the last such phrase, "one" standing for that phrase's last word ("How long is a standard
+    appointment?" + "And a double one?" -> "How long is a double appointment?")."""
     match = _FRAGMENT.match(question.strip())
     if not match:
         return None
     fragment = match.group("fragment").split()
     first = fragment[0].lower()
-    if first in _ASKS or len(fragment) > MAX_FRAGMENT_WORDS:
+    if first in _ASKS or not 1 < len(fragment) <= MAX_FRAGMENT_WORDS:  # one word names no part to replace
         return None
     words = previous.strip().rstrip("?.! ").split()
     lower = [w.lower() for w in words]
@@ -136,7 +136,7 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
         heads = {"one": head, "ones": head if head.lower().endswith("s") else head + "s"}
         fragment = [heads.get(w.lower(), w) for w in fragment]
         return " ".join(words[:start] + fragment + words[end:]) + "?"
-    if first in lower and len(fragment) > 1:
+    if first in lower:
         start = lower.index(first)
         return " ".join(words[:start] + fragment + words[start + len(fragment):]) + "?"
     return None
