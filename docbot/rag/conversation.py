@@ -14,7 +14,8 @@ __all__ = ["Conversation", "Turn", "leans_on_previous", "names_its_subject", "qu
 # A question leans on the previous turn when it opens like a continuation ("And how often?", "What about
 # children?"), or is short and points back ("What must they wear there?"), or names almost nothing ("On which days?").
 # A brief question that names its own subject ("How long are children's records kept?") stands alone.
-_CONTINUES = re.compile(r"^(and|but|also|or|so|then|what about|how about|same)\b", re.I)
+_OPENERS = r"and|but|also|or|so|then|what about|how about"  # words that open a continuation
+_CONTINUES = re.compile(rf"^({_OPENERS}|same)\b", re.I)
 _POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|there|he|she|him|his|her)\b", re.I)
 _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many", "much", "long", "often", "is",
            "are", "was", "were", "do", "does", "did", "can", "must", "should", "the", "a", "an", "of", "on", "in",
@@ -23,7 +24,7 @@ _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many"
 SHORT_QUESTION_WORDS = 10  # pointing back counts only in a question this short; longer ones carry their subject
 # "And <fragment>?" with a fragment that stands for part of the previous question ("And for kidney tests?",
 # "And Code Indigo?", "And a double one?"): the fragment is put in that part's place.
-_FRAGMENT = re.compile(r"^(?:and|but|also|or|so|then|what about|how about)\s+(?P<fragment>[^?]+?)\s*\??$", re.I)
+_FRAGMENT = re.compile(rf"^(?:{_OPENERS})\s+(?P<fragment>[^?]+?)\s*\??$", re.I)
 _ASKS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "do",
          "does", "did", "can", "could", "must", "should", "will", "would", "may"}  # a fragment that is a question
 _PREPOSITIONS = {"for", "in", "on", "at", "with", "about", "to", "from", "by", "of", "during", "after", "before"}

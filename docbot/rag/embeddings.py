@@ -49,8 +49,8 @@ class Embedder:
         import torch
 
         threads = torch.get_num_threads()
-        single = len(texts) == 1 and threads != _QUESTION_THREADS  # a question: see _QUESTION_THREADS
-        if single:
+        switch = len(texts) == 1 and threads != _QUESTION_THREADS  # a question: see _QUESTION_THREADS
+        if switch:
             torch.set_num_threads(_QUESTION_THREADS)
         try:
             with torch.inference_mode():
@@ -58,7 +58,7 @@ class Embedder:
                                              normalize_embeddings=False, show_progress_bar=False)
                 return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
         finally:
-            if single:
+            if switch:
                 torch.set_num_threads(threads)
 
 
