@@ -1,5 +1,6 @@
 """The guards on a model's stream: no repeated sentence and no looping phrase reaches the user, the model's own
-"not in the documents" becomes the one decline sentence, and follow-ups are told from new questions."""
+"not in the documents" and an answer the blocks do not hold become the one decline sentence, and follow-ups are
+told from new questions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import FACTS, REPO, ScriptedModel
 from docbot import Conversation
 from docbot.rag.conversation import leans_on_previous
-from docbot.rag.guards import GuardReport, count_loops, guarded
+from docbot.rag.guards import GuardReport, checked_first_sentence, count_loops, guarded
 from docbot.rag.prompts import NOT_COVERED
 
 
@@ -59,6 +60,35 @@ def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
     assert not answer.covered and answer.sources == []
     almost = facts_bot.ask(FACTS[4][0], model=ScriptedModel("That is Code Tangerine."), conversation=Conversation(0))
     assert almost.text == "That is Code Tangerine." and almost.covered  # a reply that only starts alike
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("Paris is the capital. It is in France.", "DECLINED"),  # the first sentence is rejected: nothing else shown
+    ("It opens at 06:45. Paris is the capital.", "It opens at 06:45. Paris is the capital."),  # only the first
+    ("Paris is the capital", "DECLINED"),  # the stream ended inside the first sentence: it is checked all the same
+    ("\n\nIt opens at 06:45.", "\n\nIt opens at 06:45."),  # leading blank lines do not end a sentence
+])
+def test_the_first_sentence_is_held_back_until_it_is_checked(text, shown):
+    checked: list[str] = []
+
+    def rejects(sentence: str) -> bool:
+        checked.append(sentence)
+        return "Paris" in sentence
+
+    pieces = iter([text[i:i + 3] for i in range(0, len(text), 3)])
+    assert "".join(checked_first_sentence(pieces, rejects, "DECLINED")) == shown
+    assert len(checked) == 1 and text.strip().startswith(checked[0].strip())
+
+
+def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot):
+    worldly = ScriptedModel("A normal adult blood pressure is about 120 over 80 mmHg. Exercise helps.")
+    answer = facts_bot.ask(FACTS[1][0], model=worldly, conversation=Conversation(0), stream=True)
+    assert "".join(answer) == NOT_COVERED.format(domain="velmora")  # nothing of it was shown first
+    assert not answer.covered and answer.sources == []
+    assert worldly.sent < 20  # closed after its first sentence
+    wrong = facts_bot.ask(FACTS[1][0], model=ScriptedModel("The maximum daily dose of Quorvane is 90 mg."),
+                          conversation=Conversation(0))
+    assert wrong.covered and not wrong.evidence.supported  # most of it is in the blocks: flagged, not declined
 
 
 def test_a_question_naming_what_the_domain_never_mentions_is_declined_without_the_model(facts_bot):

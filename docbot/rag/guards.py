@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["GuardReport", "guarded", "count_loops", "LOOP_WORDS"]
+__all__ = ["GuardReport", "guarded", "checked_first_sentence", "count_loops", "LOOP_WORDS"]
 
 LOOP_WORDS = 6  # a run of this many words seen three times is a loop (the evaluation counts loops the same way)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|(?<=[a-z0-9][.!?])(?=[A-Z])")  # "mg.The" ends one too
@@ -69,6 +69,30 @@ def guarded(pieces: Iterator[str], report: GuardReport | None = None) -> Iterato
             report.fired = "repeated sentence"
         elif tail:
             yield tail
+    finally:
+        getattr(pieces, "close", lambda: None)()
+
+
+def checked_first_sentence(pieces: Iterator[str], reject: Callable[[str], bool], replacement: str) -> Iterator[str]:
+    """The pieces with the first sentence held back until it is complete (or the stream ends); if `reject(sentence)`
+    is true, `replacement` is yielded instead and the stream is closed. The rest flows as it comes."""
+    held: str | None = ""
+    try:
+        for piece in pieces:
+            if held is None:
+                yield piece
+                continue
+            held += piece
+            end = _SENTENCE_END.search(held, len(held) - len(held.lstrip()))
+            if end is None:
+                continue
+            if reject(held[:end.start()]):
+                yield replacement
+                return
+            yield held
+            held = None
+        if held:
+            yield replacement if reject(held) else held
     finally:
         getattr(pieces, "close", lambda: None)()
 
