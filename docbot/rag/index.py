@@ -96,10 +96,11 @@ def rebuild_domain(store: Store, domain: str, embedder: Embedder, root: Path, ch
 
 
 def _create(client, name: str, domain: str, embedder: Embedder):
-    """A cosine collection that records the embedding model that fills it."""
+    """A cosine collection that records the embedding model and backend that fill it."""
     return client.get_or_create_collection(
         name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
-        metadata={"domain": domain, "embedding_model": embedder.model_id, "embedding_dim": embedder.dimension})
+        metadata={"domain": domain, "embedding_model": embedder.model_id, "embedding_dim": embedder.dimension,
+                  "embedding_backend": embedder.backend})
 
 
 class DomainIndex:
@@ -204,12 +205,18 @@ class DomainIndex:
         """The collection must have been built with this embedder, or its vectors mean nothing to the queries."""
         meta = self._collection.metadata or {}
         built_with = (meta.get("embedding_model"), meta.get("embedding_dim"))
+        rebuild = f"rebuild the index with `reindex {self.domain}` (bot.reindex('{self.domain}')), which " \
+                  f"re-embeds every file"
         if built_with != (self.embedder.model_id, self.embedder.dimension):
             raise IndexMismatchError(
                 f"the index of domain '{self.domain}' was built with embedding model {built_with[0]} "
                 f"({built_with[1]} dimensions) but docbot now uses {self.embedder.model_id} "
-                f"({self.embedder.dimension}); set embedding_model back to {built_with[0]}, or rebuild the index "
-                f"with `reindex {self.domain}` (bot.reindex('{self.domain}')), which re-embeds every file")
+                f"({self.embedder.dimension}); set embedding_model back to {built_with[0]}, or {rebuild}")
+        backend = meta.get("embedding_backend", Embedder.backend)  # indexes made before it was recorded: this one
+        if backend != self.embedder.backend:
+            raise IndexMismatchError(
+                f"the index of domain '{self.domain}' was built by the {backend} embedding backend but this "
+                f"docbot embeds questions with {self.embedder.backend}, whose vectors differ; {rebuild}")
 
     def _read(self, method: str, **kwargs):
         """A read of the collection, reopened by name if another process swapped in a rebuilt one (`reindex`)."""
