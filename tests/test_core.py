@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from conftest import FACTS, write_facts_domain, write_pdf
+from conftest import FACTS, ScriptedModel, write_facts_domain, write_pdf
 from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError
 from docbot.rag.retrieval import rrf_fuse
 from docbot.rag.store import open_store
@@ -31,10 +31,14 @@ def test_off_topic_question_is_not_answered_from_thin_air(facts_bot):
 
 def test_streaming_yields_pieces_as_they_come_and_carries_sources(facts_bot):
     answer = facts_bot.ask(FACTS[1][0], stream=True)
-    assert answer.sources and answer.sources[0].file == "handbook.pdf"
+    assert answer.sources and answer.sources[0].file == "handbook.pdf"  # known before the first piece
     pieces = list(answer)
-    assert len(pieces) > 1
     assert "".join(pieces) == answer.text and "35" in answer.text
+    # the first sentence comes whole, once checked against the blocks; the rest as the model writes it
+    text = "The maximum daily dose of Quorvane is 35 mg. Take it with food, never with grapefruit juice."
+    scripted = list(facts_bot.ask(FACTS[1][0], stream=True, model=ScriptedModel(text), conversation=Conversation(0)))
+    assert scripted[0].startswith("The maximum daily dose of Quorvane is 35 mg.") and len(scripted) > 5
+    assert "".join(scripted) == text
 
 
 @pytest.mark.slow
