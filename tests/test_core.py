@@ -47,8 +47,8 @@ def test_conversations_are_kept_apart(facts_bot):
     answer = facts_bot.ask(FACTS[1][0], conversation=mine)
     assert [t.question for t in mine.turns] == [FACTS[1][0]] and mine.turns[0].answer == answer.text
     assert len(other) == 0 and len(facts_bot.conversation) == 0  # the bot's own conversation saw nothing
-    assert mine.resolve("and with food?") == f"{FACTS[1][0]} and with food?"  # a follow-up leans on it
-    assert other.resolve("and with food?") == "and with food?"
+    assert mine.readings("and with food?") == [f"{FACTS[1][0]} and with food?"]  # a follow-up leans on it
+    assert other.readings("and with food?") == ["and with food?"]
     facts_bot.reset()
     assert len(mine) == 1  # reset clears the bot's conversation, not one passed in
 

@@ -96,22 +96,27 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
                     embed: Embed, context_chars: int = 0, stream: bool = False) -> Answer | StreamingAnswer:
     """Answer `question` from the domain, or decline with `NOT_COVERED`.
 
-    A follow-up is resolved against the conversation first. With `search` None (retrieval off) the model answers
-    from its weights alone. Otherwise the question declines without asking the model when no block reaches the
-    relevance threshold or when it names something the domain never mentions (`unknown_terms`), and the model is
+    A follow-up is read against the conversation first (`Conversation.readings`). With `search` None (retrieval
+    off) the model answers the first reading from its weights alone. Otherwise the first reading that finds a
+    block reaching the relevance threshold is used, and the question declines without asking the model when no
+    reading does or when it names something the domain never mentions (`unknown_terms`), and the model is
     told to reply `DECLINE_REPLY` when the blocks lack the answer; the blocks are cut to the `context_chars`
     characters nearest the question (`context.select_context`), and only the blocks left are cited. The model's
     stream goes through the guards, and its first sentence is held back until it is complete: the model's own
     decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`), becomes the decline sentence.
     """
     question = check_question(question)
-    standalone = conversation.resolve(question)
+    readings = conversation.readings(question)
+    standalone = readings[0]
     declined = NOT_COVERED.format(domain=domain)
     if search is None:
         relevant: list[Source] = []
         messages = build_messages_without_context(standalone)
     else:
-        relevant = [s for s in search(standalone) if s.score >= relevance_threshold]
+        for standalone in readings:  # the first reading the documents speak to
+            relevant = [s for s in search(standalone) if s.score >= relevance_threshold]
+            if relevant:
+                break
         if not relevant or unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False)
             return answer if stream else answer.finished()

@@ -20,7 +20,7 @@ _POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|ther
 _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many", "much", "long", "often", "is",
            "are", "was", "were", "do", "does", "did", "can", "must", "should", "the", "a", "an", "of", "on", "in",
            "at", "for", "to", "and", "or", "about", "with", "by", "i", "we", "you", "take", "last", "get", "need",
-           "use", "happen", "mean", "cost", "have", "has", "go", "come", "say"}  # words that name no subject
+           "use", "happen", "mean", "cost", "have", "has", "go", "come", "say", "one", "ones"}  # words that name no subject
 SHORT_QUESTION_WORDS = 10  # pointing back counts only in a question this short; longer ones carry their subject
 # "And <fragment>?" with a fragment that stands for part of the previous question ("And for kidney tests?",
 # "And Code Indigo?", "And a double one?"): the fragment is put in that part's place.
@@ -32,6 +32,7 @@ _ARTICLES = {"a", "an", "the"}
 _PARTICIPLES = {"kept", "given", "taken", "held", "seen", "done", "made", "worn", "told", "paid", "sent", "left",
                 "run", "put", "set", "read", "found", "brought", "bought", "written", "known", "shown", "thrown",
                 "chosen", "spoken", "hidden", "eaten"}  # irregular; regular ones end in -ed
+_DO = {"do", "does", "did"}  # "When does the line open?": the question ends with its verb
 MAX_FRAGMENT_WORDS = 6  # a longer continuation says more than a part of the previous question
 
 
@@ -64,14 +65,18 @@ class Conversation:
         """Forget every turn: the next question is read on its own."""
         self._turns.clear()
 
-    def resolve(self, question: str) -> str:
-        """The question as it stands alone, for the search: a fragment put into the previous question
-        (`rewrite_fragment`), another follow-up with the previous question in front of it, any other question
-        itself."""
-        if self._turns and leans_on_previous(question):
-            previous = self._turns[-1].question
-            return rewrite_fragment(previous, question) or f"{previous} {question}"
-        return question
+    def readings(self, question: str) -> list[str]:
+        """The ways the question stands alone, for the search, the likeliest first: a follow-up reads as a fragment
+        put into the previous question (`rewrite_fragment`), if it is one, then as the previous question with it
+        glued on; any other question reads as itself. The answer path takes the first reading that finds a
+        relevant block, so the documents decide whether "And the fridge?" after "Where is the cabinet kept?"
+        swaps the cabinet for the fridge, and whether "And the extension?" after "Who leads the laboratory?" does
+        (no block is about who leads an extension: it is glued)."""
+        if not self._turns or not leans_on_previous(question):
+            return [question]
+        previous = self._turns[-1].question
+        glued = f"{previous} {question}"
+        return [r for r in (rewrite_fragment(previous, question), glued) if r]
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -94,8 +99,8 @@ def leans_on_previous(question: str) -> bool:
 
 
 def question_to_ask(question: str, standalone: str) -> tuple[str, str]:
-    """What the model is asked and what the context is selected by, given `standalone =
-    conversation.resolve(question)`. A follow-up glued to the previous question is asked on its own when it names
+    """What the model is asked and what the context is selected by, given `standalone`, the reading of `question`
+    that was searched (`Conversation.readings`). A follow-up glued to the previous question is asked on its own when it names
     its subject ("and how often must passwords be changed?"), or the model answers the earlier question, and its
     own words weigh twice in the selection; a rewritten fragment, or any other question, is used as it stands."""
     if standalone != question and standalone.endswith(f" {question}"):
@@ -144,10 +149,11 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
 
 
 def _phrase(lower: list[str], start: int) -> tuple[int, int]:
-    """The [start, end) of the phrase that opens with the article at `start`: up to the next preposition, or the
-    end of the question less a closing participle ("Where is the cabinet kept?")."""
+    """The [start, end) of the phrase that opens with the article at `start`: up to the next preposition or the
+    end of the question, less a closing verb: a participle ("Where is the cabinet kept?") or the verb of a "do"
+    question ("When does the clinic close on Fridays?")."""
     end = next((i for i in range(start + 1, len(lower)) if lower[i] in _PREPOSITIONS), len(lower))
-    if end == len(lower) and end - start > 2 and _participle(lower[-1]):
+    if end - start > 2 and (_participle(lower[end - 1]) or any(w in _DO for w in lower[:start])):
         end -= 1
     return start, end
 
