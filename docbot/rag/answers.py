@@ -135,11 +135,9 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             answer.evidence = check_answer(answer.text, blocks)
         conversation.add(standalone, answer.text.strip(), answer.sources)  # a chain of follow-ups keeps its subject
 
-    wanted = _norm(DECLINE_REPLY)
-
     def declines(sentence: str) -> bool:
         """The model's own decline, or a first sentence that speaks of what the blocks do not hold."""
-        return _norm(sentence).startswith(wanted) or bool(
+        return _norm(sentence).startswith(_DECLINE_REPLY_NORM) or bool(
             relevant and check_answer(sentence, blocks).score < DECLINE_BELOW)
 
     pieces = checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), declines, declined)
@@ -149,6 +147,9 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().replace("'", "").split())
+
+
+_DECLINE_REPLY_NORM = _norm(DECLINE_REPLY)
 
 
 def check_question(question: str) -> str:

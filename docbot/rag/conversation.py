@@ -20,7 +20,7 @@ _POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|ther
 _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many", "much", "long", "often", "is",
            "are", "was", "were", "do", "does", "did", "can", "must", "should", "the", "a", "an", "of", "on", "in",
            "at", "for", "to", "and", "or", "about", "with", "by", "i", "we", "you", "take", "last", "get", "need",
-           "use", "happen", "mean", "cost", "have", "has", "go", "come", "say", "one", "ones"}  # words that name no subject
+           "use", "happen", "mean", "cost", "have", "has", "go", "come", "say", "one", "ones"}  # name no subject
 SHORT_QUESTION_WORDS = 10  # pointing back counts only in a question this short; longer ones carry their subject
 # "And <fragment>?" with a fragment that stands for part of the previous question ("And for kidney tests?",
 # "And Code Indigo?", "And a double one?"): the fragment is put in that part's place.
@@ -32,7 +32,7 @@ _ARTICLES = {"a", "an", "the"}
 _PARTICIPLES = {"kept", "given", "taken", "held", "seen", "done", "made", "worn", "told", "paid", "sent", "left",
                 "run", "put", "set", "read", "found", "brought", "bought", "written", "known", "shown", "thrown",
                 "chosen", "spoken", "hidden", "eaten"}  # irregular; regular ones end in -ed
-_DO = {"do", "does", "did"}  # "When does the line open?": the question ends with its verb
+_DO = {"do", "does", "did"}  # "When does the line open?": the verb follows the subject
 MAX_FRAGMENT_WORDS = 6  # a longer continuation says more than a part of the previous question
 
 
@@ -100,9 +100,10 @@ def leans_on_previous(question: str) -> bool:
 
 def question_to_ask(question: str, standalone: str) -> tuple[str, str]:
     """What the model is asked and what the context is selected by, given `standalone`, the reading of `question`
-    that was searched (`Conversation.readings`). A follow-up glued to the previous question is asked on its own when it names
-    its subject ("and how often must passwords be changed?"), or the model answers the earlier question, and its
-    own words weigh twice in the selection; a rewritten fragment, or any other question, is used as it stands."""
+    that was searched (`Conversation.readings`). A follow-up glued to the previous question is asked on its own
+    when it names its subject ("and how often must passwords be changed?"), or the model answers the earlier
+    question, and its own words weigh twice in the selection; a rewritten fragment, or any other question, is
+    used as it stands."""
     if standalone != question and standalone.endswith(f" {question}"):
         return question if names_its_subject(question) else standalone, f"{question} {standalone}"
     return standalone, standalone
@@ -150,10 +151,10 @@ def rewrite_fragment(previous: str, question: str) -> str | None:
 
 def _phrase(lower: list[str], start: int) -> tuple[int, int]:
     """The [start, end) of the phrase that opens with the article at `start`: up to the next preposition or the
-    end of the question, less a closing verb: a participle ("Where is the cabinet kept?") or the verb of a "do"
-    question ("When does the clinic close on Fridays?")."""
+    end of the question, less a closing verb: a participle ("Where is the cabinet kept?") or, for the subject of
+    a "do" question, its verb ("When does the clinic close on Fridays?")."""
     end = next((i for i in range(start + 1, len(lower)) if lower[i] in _PREPOSITIONS), len(lower))
-    if end - start > 2 and (_participle(lower[end - 1]) or any(w in _DO for w in lower[:start])):
+    if end - start > 2 and (_participle(lower[end - 1]) or (start > 0 and lower[start - 1] in _DO)):
         end -= 1
     return start, end
 
