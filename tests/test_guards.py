@@ -98,6 +98,13 @@ def test_a_question_naming_what_the_domain_never_mentions_is_declined_without_th
     assert facts_bot.retrieve("ibuprofen")  # the search itself finds blocks: the unknown word decides
 
 
+def test_another_form_of_a_word_the_domain_uses_is_not_an_unknown_term(facts_bot):
+    # "dosing" is neither in the documents nor a whole word of the embedding model's vocabulary; "dose" is both
+    dosing = ScriptedModel("The maximum daily dose of Quorvane is 35 mg.")
+    answer = facts_bot.ask("What is the maximum daily dosing of Quorvane?", model=dosing, conversation=Conversation(0))
+    assert answer.covered and dosing.sent > 0 and "35 mg" in answer.text
+
+
 def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
     rows = [json.loads(line) for line in (REPO / "eval_sets" / "medical_turns_dev.jsonl").read_text().splitlines()]
     assert all(leans_on_previous(r["then"]) == (r["kind"] == "follow-up") for r in rows)

@@ -19,11 +19,19 @@ from pathlib import Path
 
 from .index import DomainIndex
 
-__all__ = ["KeywordIndex", "WORD"]
+__all__ = ["KeywordIndex", "WORD", "base_forms"]
 
 log = logging.getLogger("docbot")
 WORD = re.compile(r"[a-z][a-z0-9]+(?:-[a-z0-9]+)*")  # a word of the domain's vocabulary ("lilac-top" whole)
 _IDS = "docbot_ids.json"  # the chunk ids in bm25s's document order, and the vocabulary; written last
+_INFLECTIONS = (("ies", "y"), ("es", ""), ("s", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", ""))
+
+
+def base_forms(word: str) -> list[str]:
+    """`word` and what it may be inflected from ("supervises": "supervise"; "shredding": "shred"), so that two
+    forms of one word meet when both sides are expanded."""
+    return [word] + [word[:-len(suffix)] + replacement for suffix, replacement in _INFLECTIONS
+                     if word.endswith(suffix) and len(word) - len(suffix) >= 3]
 
 
 class KeywordIndex:
@@ -50,7 +58,7 @@ class KeywordIndex:
         return [self._ids[d] for d, s in zip(docs[0], scores[0]) if s > 0]
 
     def vocabulary(self) -> set[str]:
-        """Every `WORD` of the domain's chunks, lower case."""
+        """Every `WORD` of the domain's chunks, lower case, with their `base_forms`."""
         self.prepare()
         return self._vocabulary
 
@@ -71,7 +79,8 @@ class KeywordIndex:
 
         chunks = self.index.all_chunks()
         self._ids = [c.id for c in chunks]
-        self._vocabulary = {w for c in chunks for w in WORD.findall(c.text.lower())}
+        words = {w for c in chunks for w in WORD.findall(c.text.lower())}
+        self._vocabulary = {form for w in words for form in base_forms(w)}
         self._bm25 = bm25s.BM25()
         if chunks:
             self._bm25.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", show_progress=False),
@@ -89,7 +98,7 @@ class KeywordIndex:
             shutil.rmtree(folder, ignore_errors=True)  # so that the rebuilt one is saved in its place
             self._bm25 = None
             return False
-        self._ids, self._vocabulary = saved["ids"], set(saved["vocabulary"])
+        self._ids, self._vocabulary = saved["ids"], set(saved["words"])
         return True
 
     def _save(self, folder: Path) -> None:
@@ -101,7 +110,7 @@ class KeywordIndex:
             try:
                 if self._ids:
                     self._bm25.save(str(staging), show_progress=False)
-                (staging / _IDS).write_text(json.dumps({"ids": self._ids, "vocabulary": sorted(self._vocabulary)}),
+                (staging / _IDS).write_text(json.dumps({"ids": self._ids, "words": sorted(self._vocabulary)}),
                                             encoding="utf-8")
                 staging.rename(folder)  # fails when another process saved this generation first: theirs is as good
             except OSError:

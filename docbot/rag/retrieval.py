@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .chunking import cite
 from .index import DomainIndex, Hit
-from .keywords import WORD, KeywordIndex
+from .keywords import WORD, KeywordIndex, base_forms
 
 __all__ = ["Retriever", "Source", "rrf_fuse"]
 
@@ -63,9 +63,9 @@ class Retriever:
         """The question's specific words that occur nowhere in the domain: not in any chunk and not common English
         words. "ibuprofen" in a question about a formulary that never names it is the sign of a question the
         documents do not cover (on the Medical dev set: 5 of 29 off-topic questions, 0 of 30 answerable ones)."""
-        vocabulary = self.keywords.vocabulary()
-        return [w for w in WORD.findall(question.lower()) if len(w) > 3 and w not in vocabulary
-                and w.removesuffix("s") not in vocabulary and not self.index.embedder.is_common_word(w)]
+        vocabulary, common = self.keywords.vocabulary(), self.index.embedder.is_common_word
+        return [w for w in WORD.findall(question.lower()) if len(w) > 3
+                and not any(form in vocabulary or common(form) for form in base_forms(w))]
 
 
 def rrf_fuse(rankings: list[list[str]], k: int = _RRF_K) -> list[str]:
