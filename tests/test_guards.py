@@ -143,3 +143,17 @@ def test_a_fragment_takes_the_place_of_what_it_replaces_in_the_previous_question
     readings = chat.readings(question)
     assert readings[0] == standalone
     assert readings[-1] == f"{previous} {question}"  # the glued reading comes last, for when the first finds nothing
+
+
+@pytest.mark.parametrize("previous, question, standalone", [
+    ("When is the clinic open on Saturdays?", "What about Sundays?", "When is the clinic open on Sundays?"),
+    ("What is the maximum daily dose of Quorvane for adults?", "And children?",
+     "What is the maximum daily dose of Quorvane for children?"),
+    ("How long are adult records kept?", "What about parking?",  # near none of its words: glued
+     "How long are adult records kept? What about parking?"),
+])
+def test_a_fragment_naming_a_sibling_takes_the_place_of_its_nearest_words(embedder, previous, question, standalone):
+    chat = Conversation(2)
+    chat.add(previous, "an answer")
+    assert chat.readings(question, embedder.embed)[0] == standalone
+    assert chat.readings(question) == [f"{previous} {question}"]  # without an embedding model: glued

@@ -106,7 +106,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`), becomes the decline sentence.
     """
     question = check_question(question)
-    readings = conversation.readings(question)
+    readings = conversation.readings(question, embed)
     standalone = readings[0]
     declined = NOT_COVERED.format(domain=domain)
     if search is None:
