@@ -114,13 +114,14 @@ def question_to_ask(question: str, standalone: str) -> tuple[str, str]:
 
 def rewrite_fragment(previous: str, question: str, embed: Embed | None = None) -> str | None:
     """`previous` with the fragment of an "And <fragment>?" follow-up in the place of the part it replaces, or None
-    when there is no such part. Three forms: a phrase opening with a preposition replaces the previous question
+    when there is no such part. Four forms: a phrase opening with a preposition replaces the previous question
     from its last use of that preposition ("Which tube is used for a full blood count?" + "And for kidney tests?"
     -> "Which tube is used for kidney tests?"); a phrase opening with a word of the previous question replaces as
     many words from there ("What does Code Violet mean?" + "And Code Indigo?" -> "What does Code Indigo mean?");
     a phrase opening with an article replaces the previous question's phrase opening with one that shares its
     words, else the last such phrase, "one" standing for that phrase's last word ("How long is a standard
-    appointment?" + "And a double one?" -> "How long is a double appointment?")."""
+    appointment?" + "And a double one?" -> "How long is a double appointment?"); any other phrase, or a single
+    word, replaces the run of words nearest to it in meaning, given `embed` (`_swap_nearest`)."""
     match = _FRAGMENT.match(question.strip())
     if not match:
         return None
