@@ -97,3 +97,12 @@ def test_evidence_comes_from_the_cited_block_and_a_wrong_answer_is_flagged(defau
                             model=ScriptedModel("The maximum daily dose of Zorvexin for adults is 90 mg."))
     assert wrong.covered and not wrong.evidence.supported
     assert "40 mg" in " ".join(wrong.evidence.sentences)  # the closest evidence, shown instead
+
+
+@pytest.mark.slow
+def test_a_chunk_that_scores_low_as_a_whole_counts_when_one_of_its_sentences_answers(default_bot):
+    question = "When is the feedback box emptied?"  # its chunk is mostly prescriptions, home visits, parking
+    chunk = [s for s in default_bot.retrieve(question) if "feedback box" in s.text]
+    assert chunk and chunk[0].score < default_bot.config.relevance_threshold
+    answer = default_bot.ask(question, conversation=Conversation(0))
+    assert "Friday afternoon" in answer.text and "opening_hours.txt" in [s.file for s in answer.sources]

@@ -11,7 +11,7 @@ from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, select_context
 from .conversation import Conversation, question_to_ask
-from .evidence import Evidence, check_answer
+from .evidence import Evidence, check_answer, split_sentences
 from .guards import GuardReport, checked_first_sentence, guarded
 from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
@@ -23,6 +23,11 @@ __all__ = ["Answer", "StreamingAnswer", "answer_question", "check_question", "MA
 # (Qwen-0.5B) answers from world knowledge to off-topic questions scored 0.06 and 0.20, every right answer 0.88
 # or more, and a wrong name 0.50: that one stays, flagged and shown with the closest evidence.
 DECLINE_BELOW = 0.35
+# A block below the relevance threshold still counts when one of its sentences is at least this near the question
+# (MiniLM cosine): a chunk that mixes topics scores low as a whole ("When is the feedback box emptied?": 0.21 for
+# the chunk, 0.86 for its sentence). On the dev questions, the blocks below the threshold held no sentence above
+# 0.50 for any off-topic question.
+SENTENCE_RELEVANCE = 0.6
 MAX_QUESTION_CHARS = 4000  # about 1,000 tokens: more would push the context blocks out of a small model's window
 
 
@@ -98,12 +103,13 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
 
     A follow-up is read against the conversation first (`Conversation.readings`). With `search` None (retrieval
     off) the model answers the first reading from its weights alone. Otherwise the first reading that finds a
-    block reaching the relevance threshold is used, and the question declines without asking the model when no
-    reading does or when it names something the domain never mentions (`unknown_terms`), and the model is
-    told to reply `DECLINE_REPLY` when the blocks lack the answer; the blocks are cut to the `context_chars`
-    characters nearest the question (`context.select_context`), and only the blocks left are cited. The model's
-    stream goes through the guards, and its first sentence is held back until it is complete: the model's own
-    decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`), becomes the decline sentence.
+    relevant block (at the relevance threshold, or with a sentence at `SENTENCE_RELEVANCE`) is used, and the
+    question declines without asking the model when no reading does or when it names something the domain never
+    mentions (`unknown_terms`), and the model is told to reply `DECLINE_REPLY` when the blocks lack the answer;
+    the blocks are cut to the `context_chars` characters nearest the question (`context.select_context`), and
+    only the blocks left are cited. The model's stream goes through the guards, and its first sentence is held
+    back until it is complete: the model's own decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`),
+    becomes the decline sentence.
     """
     question = check_question(question)
     readings = conversation.readings(question, embed)
@@ -113,8 +119,12 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         relevant: list[Source] = []
         messages = build_messages_without_context(standalone)
     else:
-        for standalone in readings:  # the first reading the documents speak to
-            relevant = [s for s in search(standalone) if s.score >= relevance_threshold]
+        searched = [(reading, search(reading)) for reading in readings]
+        # the first reading that a whole block speaks to; else the first that one block's sentence speaks to
+        reached = [(reading, found) for reading, found in searched
+                   if any(s.score >= relevance_threshold for s in found)]
+        for standalone, found in reached or searched:
+            relevant = _relevant(standalone, found, relevance_threshold, embed)
             if relevant:
                 break
         if not relevant or unknown_terms(question):
@@ -143,6 +153,18 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     pieces = checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), declines, declined)
     answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
     return answer if stream else answer.finished()
+
+
+def _relevant(query: str, found: list[Source], threshold: float, embed: Embed) -> list[Source]:
+    """The found blocks that reach `threshold`, or hold a sentence at `SENTENCE_RELEVANCE`, in their order."""
+    below = [s for s in found if s.score < threshold]
+    sentences = [(s.chunk_id, text) for s in below for text in split_sentences(s.text)]
+    near = set()
+    if sentences:
+        vectors = embed([query] + [text for _, text in sentences])
+        near = {chunk for (chunk, _), similarity in zip(sentences, vectors[1:] @ vectors[0])
+                if similarity >= SENTENCE_RELEVANCE}
+    return [s for s in found if s.score >= threshold or s.chunk_id in near]
 
 
 def _norm(text: str) -> str:
