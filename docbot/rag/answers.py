@@ -119,11 +119,15 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         relevant: list[Source] = []
         messages = build_messages_without_context(standalone)
     else:
-        searched = [(reading, search(reading)) for reading in readings]
         # the first reading that a whole block speaks to; else the first that one block's sentence speaks to
-        reached = [(reading, found) for reading, found in searched
-                   if any(s.score >= relevance_threshold for s in found)]
-        for standalone, found in reached or searched:
+        searched: list[tuple[str, list[Source]]] = []
+        for reading in readings:
+            found = search(reading)
+            if any(s.score >= relevance_threshold for s in found):
+                searched = [(reading, found)]
+                break
+            searched.append((reading, found))
+        for standalone, found in searched:
             relevant = _relevant(standalone, found, relevance_threshold, embed)
             if relevant:
                 break

@@ -33,6 +33,7 @@ _ARTICLES = {"a", "an", "the"}
 _PARTICIPLES = {"kept", "given", "taken", "held", "seen", "done", "made", "worn", "told", "paid", "sent", "left",
                 "run", "put", "set", "read", "found", "brought", "bought", "written", "known", "shown", "thrown",
                 "chosen", "spoken", "hidden", "eaten"}  # irregular; regular ones end in -ed
+_NO_SUBJECT = _FILLER | _ARTICLES | _PREPOSITIONS  # words a sibling fragment never replaces
 _DO = {"do", "does", "did"}  # "When does the line open?": the verb follows the subject
 MAX_FRAGMENT_WORDS = 6  # a longer continuation says more than a part of the previous question
 SWAP_SIMILARITY = 0.5  # MiniLM cosine from which a fragment stands for a run of the previous question's words:
@@ -157,7 +158,7 @@ def _swap_nearest(words: list[str], fragment: list[str], embed: Embed) -> str | 
     """`words` with the run of its subject words nearest in meaning to `fragment` replaced by it ("When is the
     clinic open on Saturdays?" + "What about Sundays?" -> "... on Sundays?"), or None when no run is near."""
     spans = [(i, j) for i in range(len(words)) for j in range(i + 1, min(i + 3, len(words)) + 1)
-             if all(w.lower() not in _FILLER | _ARTICLES | _PREPOSITIONS for w in words[i:j])]
+             if all(w.lower() not in _NO_SUBJECT for w in words[i:j])]
     if not spans:
         return None
     vectors = embed([" ".join(fragment)] + [" ".join(words[i:j]) for i, j in spans])
