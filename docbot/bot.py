@@ -136,10 +136,11 @@ class ConfigurableDocBot:
 
     def prepare_fine_tuning_data(self, qa_pairs: list[dict] | None = None, formats: tuple[str, ...] = FORMATS,
                                  max_examples: int | None = None, generator: str = "auto", progress: bool = True,
-                                 **notebook_overrides: object) -> dict[str, str]:
+                                 held_out: list[str] | None = None, **notebook_overrides: object) -> dict[str, str]:
         """Training data from the current domain (plus your QA pairs) and the Colab notebook that trains on it.
 
         `generator`: "auto", "llm" or "rules" (see `docbot.tuning.notebook.prepare_data_and_notebook`).
+        `held_out`: the documents kept for validation, as cited ("policies/visiting.md"); by default a random 20%.
         Returns the written files by role; nothing earlier is overwritten.
         """
         from .tuning.notebook import prepare_data_and_notebook
@@ -149,7 +150,7 @@ class ConfigurableDocBot:
             retriever.index.all_chunks(), domain=domain, config=self.config, provider=self.provider,
             retrieve=lambda q: retriever.search(q, self.config.top_k), generator=generator,
             notebook_overrides=notebook_overrides, qa_pairs=qa_pairs, formats=formats, max_examples=max_examples,
-            embed=self.embedder.embed, progress=progress)
+            embed=self.embedder.embed, held_out=held_out, progress=progress)
 
     def train(self, max_steps: int = -1, resume: bool = True, early_stopping_patience: int | None = None,
               **overrides: object) -> ModelVersion:

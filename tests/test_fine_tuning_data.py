@@ -111,6 +111,19 @@ def test_no_document_is_in_both_splits_and_the_card_describes_the_data(prepared)
     assert all(len(s["sha256"]) == 64 for s in card["sources"]) and card["generator"]["kept"]["user"] == 2
 
 
+def test_the_documents_held_out_for_validation_can_be_chosen(facts_bot, tmp_path):
+    bot = bot_writing_to(facts_bot, tmp_path / "data")
+    files = bot.prepare_fine_tuning_data(formats=("qa",), held_out=["team/staff.md"], progress=False)
+    assert {r["source"] for r in rows(files["qa_validation"])} == {"team/staff.md"}
+    assert {r["source"] for r in rows(files["qa_train"])} == {"handbook.pdf", "storage.txt"}
+    for wrong, says in ((["staff.md"], "held_out names staff.md, not a document of this domain; choose from "
+                                      "handbook.pdf, storage.txt, team/staff.md"),
+                        (["handbook.pdf", "storage.txt", "team/staff.md"], "leave at least one for training")):
+        with pytest.raises(DocbotError, match=says):
+            bot.prepare_fine_tuning_data(formats=("qa",), held_out=wrong, progress=False)
+    assert len(list((tmp_path / "data").glob("qa_data_*"))) == 2  # a refused request writes nothing
+
+
 def test_max_examples_caps_the_data_but_keeps_user_pairs(facts_bot, tmp_path):
     bot = bot_writing_to(facts_bot, tmp_path / "data")
     files = bot.prepare_fine_tuning_data(qa_pairs=USER_PAIRS, max_examples=4, formats=("qa",), progress=False)

@@ -151,8 +151,11 @@ def _describe_formats() -> str:
 def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Config, generator: str,
                     provider: Provider | None, retrieve: Callable[[str], list[Source]], embed: Embed,
                     qa_pairs: Sequence[dict] | None = None, formats: Sequence[str] = FORMATS,
-                    max_examples: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Generate, filter, split and write one stamped dataset; returns the written paths by role."""
+                    max_examples: int | None = None, seed: int = 0, held_out: Sequence[str] | None = None,
+                    progress: bool = True) -> dict:
+    """Generate, filter, split and write one stamped dataset; returns the written paths by role. `held_out`: the
+    documents (as cited, e.g. "policies/visiting.md") whose examples form the validation split; by default a
+    random `VALIDATION_FRACTION` of them."""
     from tqdm.auto import tqdm
 
     user_pairs = validate_qa_pairs(qa_pairs)
@@ -189,7 +192,7 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
     kept["user"] = len(user_pairs)
 
     rng = random.Random(seed)
-    validation_docs = _validation_sources(sorted({c.source for c in chunks}), rng)
+    validation_docs = _validation_sources(sorted({c.source for c in chunks}), rng, held_out)
     splits = {"train": [], "validation": []}
     for record in records:
         splits["validation" if record.source in validation_docs else "train"].append(record)
@@ -246,7 +249,15 @@ def _drop_reason(pair: QAPair, chunk_text: str, dedupe: Deduper) -> str | None:
     return None
 
 
-def _validation_sources(sources: list[str], rng: random.Random) -> set[str]:
+def _validation_sources(sources: list[str], rng: random.Random, held_out: Sequence[str] | None) -> set[str]:
+    if held_out is not None:
+        unknown = sorted(set(held_out) - set(sources))
+        if unknown:
+            raise DocbotError(f"held_out names {', '.join(unknown)}, not a document of this domain; choose from "
+                              f"{', '.join(sources)}")
+        if set(held_out) >= set(sources):
+            raise DocbotError("held_out names every document of the domain; leave at least one for training")
+        return set(held_out)
     if len(sources) < 2:
         return set()
     return set(rng.sample(sources, max(1, round(len(sources) * VALIDATION_FRACTION))))
