@@ -20,7 +20,8 @@ model loading is excluded from both. Timed:
 langchain-huggingface 1.2 requires huggingface-hub<2, which would downgrade the hub library that transformers 5
 (and so docbot) needs. Both classes wrap the same `sentence_transformers.SentenceTransformer`.
 
-Goal (the issue): docbot at least as fast as LangChain on the first load; an unchanged re-load under 2% of it.
+Goal (issue 14): docbot at least 2x as fast as LangChain on the first load, on CPUs with and without native
+bfloat16; an unchanged re-load under 2% of the first load.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def run_docbot(docs: Path, work: Path) -> tuple[dict, dict]:
     embedder = bot.embedder
     embedder.embed(["warm-up: the model is loaded and has run once before the clock starts"])
     spent = [0.0]
+    embedded: list[str] = []
     embed = embedder.embed
 
     def timed_embed(texts):  # measures the embedding share of the load; adds nothing but two clock reads
@@ -152,6 +154,7 @@ def run_docbot(docs: Path, work: Path) -> tuple[dict, dict]:
             return embed(texts)
         finally:
             spent[0] += time.perf_counter() - t
+            embedded.extend(texts)
 
     embedder.embed = timed_embed
     try:
@@ -168,7 +171,34 @@ def run_docbot(docs: Path, work: Path) -> tuple[dict, dict]:
            "seconds": t1 - t0, "detail": f"embed {spent[0]:.1f} s, rest {t1 - t0 - spent[0]:.1f} s"}
     again = {"pipeline": "docbot re-load", "files": second.files, "pages": second.pages, "chunks": second.chunks,
              "seconds": t2 - t1, "detail": f"{second.unchanged} files unchanged"}
+    row["arithmetic"] = arithmetic_rate(embedder, embedded, spent[0])
     return row, again
+
+
+def arithmetic_rate(embedder, texts: list[str], seconds: float) -> str:
+    """How near the CPU's limit the embedding ran: its multiply-adds per second (2 x the linear layers' weights
+    per token, plus attention's 4 x sequence length x width per token and layer) against one large matrix product
+    of the model's shapes in the same dtype. Near 100%, only fewer tokens or a narrower number type go faster."""
+    import torch
+
+    model = embedder._model  # the benchmark looks inside; the product never does
+    tokenized = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    config = model[0].auto_model.config
+    width, layers = config.hidden_size, config.num_hidden_layers
+    flops = sum(2 * sum(m.in_features * m.out_features for m in linear) * len(ids)
+                + 4 * len(ids) ** 2 * width * layers for ids in tokenized)
+    dtype = next(model.parameters()).dtype
+    a, b = torch.randn(4096, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
+    with torch.inference_mode():
+        a @ b
+        t, n = time.perf_counter(), 20
+        for _ in range(n):
+            a @ b
+        matmul = n * 2 * a.shape[0] * width * 4 * width / (time.perf_counter() - t)
+    rate = flops / seconds
+    return (f"embedding {sum(map(len, tokenized)):,} tokens at {rate / 1e9:.0f} GFLOP/s in {str(dtype)[6:]}, "
+            f"{rate / matmul:.0%} of a plain matrix product's {matmul / 1e9:.0f} GFLOP/s on this CPU")
 
 
 def main() -> None:
@@ -227,7 +257,8 @@ def main() -> None:
     print(f"chunk counts differ by {diff:.1%} ({'within' if diff <= 0.05 else 'NOT within'} 5%)")
     ratio = lc["seconds"] / db["seconds"]
     print(f"speed docbot / LangChain (first load): {ratio:.2f}x "
-          f"({'goal met' if ratio >= 1 else 'goal: >= 1.00x'})")
+          f"({'goal met' if ratio >= 2 else 'goal: >= 2.00x'})")
+    print(f"docbot {db['arithmetic']}")
     frac = again["seconds"] / db["seconds"]
     print(f"unchanged re-load / first load: {frac:.2%} ({'goal met' if frac < 0.02 else 'goal: < 2%'})")
 
