@@ -167,6 +167,8 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
     if generator not in ("rules", "llm"):
         raise DocbotError(f"generator must be 'auto', 'rules' or 'llm', got {generator!r}")
     max_examples = config.max_training_examples if max_examples is None else max_examples
+    rng = random.Random(seed)
+    validation_docs = _validation_sources(sorted({c.source for c in chunks}), rng, held_out)  # before the work
     started = time.monotonic()
     records, kept, dropped, dedupe = [], Counter(), Counter(), Deduper()
     bar = tqdm(chunks, desc=f"Generating QA ({generator})", unit="chunk", file=sys.stderr, disable=not progress)
@@ -191,8 +193,6 @@ def prepare_dataset(chunks: Sequence[StoredChunk], *, domain: str, config: Confi
                               best.page if best else None, best.chunk_id if best else None, "user", context))
     kept["user"] = len(user_pairs)
 
-    rng = random.Random(seed)
-    validation_docs = _validation_sources(sorted({c.source for c in chunks}), rng, held_out)
     splits = {"train": [], "validation": []}
     for record in records:
         splits["validation" if record.source in validation_docs else "train"].append(record)
