@@ -94,6 +94,22 @@ def test_the_keyword_index_is_saved_once_and_loaded_by_the_next_process_but_neve
     assert not KeywordIndex(index, cache).built  # and saved again in the damaged one's place
 
 
+def test_a_domain_of_stopwords_alone_has_a_keyword_index_that_finds_nothing(tmp_path, embedder):
+    """bm25s refuses a corpus with no word left after stopwords; a file saying only "the" is still a domain."""
+    from docbot.rag.index import DomainIndex
+    from docbot.rag.keywords import KeywordIndex
+    from docbot.rag.store import open_store
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("the", encoding="utf-8")
+    store = open_store(tmp_path / "index")
+    index = DomainIndex(store, "stopwords", embedder)
+    index.sync(tmp_path / "docs", 1000, 100, progress=False)
+    keywords = KeywordIndex(index, store.keyword_cache)
+    assert keywords.search("the", 3) == [] and keywords.vocabulary() == {"the"}
+    assert KeywordIndex(index, store.keyword_cache).search("the", 3) == []  # and from its save
+
+
 def test_a_load_that_changed_the_index_saves_its_keyword_index_for_the_first_question(tmp_path, models_dir):
     """At 110,873 chunks building it took 30 s: the load that changed the index pays it, not a later question."""
     docs = write_facts_domain(tmp_path / "Documents" / "Velmora")

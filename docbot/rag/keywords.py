@@ -82,9 +82,11 @@ class KeywordIndex:
         words = {w for c in chunks for w in WORD.findall(c.text.lower())}
         self._vocabulary = {form for w in words for form in base_forms(w)}
         self._bm25 = bm25s.BM25()
-        if chunks:
-            self._bm25.index(bm25s.tokenize([c.text for c in chunks], stopwords="en", show_progress=False),
-                             show_progress=False)
+        corpus = bm25s.tokenize([c.text for c in chunks], stopwords="en", show_progress=False) if chunks else None
+        if corpus is not None and corpus.vocab:
+            self._bm25.index(corpus, show_progress=False)
+        else:  # no chunk, or stopwords alone ("the"), which bm25s refuses to index: nothing to find by keyword
+            self._ids = []
         self.built = True
 
     def _load(self, folder: Path) -> bool:
