@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO, write_corpus, write_facts_domain
+
+
+def readable(fd: int, seconds: float = 0.2) -> bool:
+    """poll, not select: select() refuses descriptors numbered above 1024, which a whole test session reaches."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 @pytest.mark.slow
@@ -57,7 +65,6 @@ def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, 
     """In a real terminal (a pty), as a user presses Ctrl-C while the answer streams, then while a domain loads."""
     import fcntl
     import pty
-    import select
     import struct
     import termios
     import time
@@ -77,7 +84,7 @@ def test_ctrl_c_stops_an_answer_or_indexing_and_returns_to_the_prompt(tmp_path, 
         nonlocal seen
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if select.select([fd], [], [], 0.2)[0]:
+            if readable(fd):
                 try:
                     seen += os.read(fd, 4096)
                 except OSError:
@@ -118,7 +125,6 @@ def test_fine_tune_and_train_on_a_one_document_domain_say_so_in_one_line(tmp_pat
     """A new user's first try: one text file, `fine-tune`, `train 2`. No validation split is possible (the split
     is by document), so training says so in one line, trains without validation loss and registers."""
     import pty
-    import select
     import time
 
     domain = tmp_path / "Documents" / "Solo"
@@ -138,7 +144,7 @@ def test_fine_tune_and_train_on_a_one_document_domain_say_so_in_one_line(tmp_pat
         nonlocal seen
         end = time.monotonic() + timeout
         while time.monotonic() < end and b"solo> " not in seen:
-            if select.select([fd], [], [], 0.2)[0]:
+            if readable(fd):
                 seen += os.read(fd, 65536)
         text, _, seen = seen.partition(b"solo> ")
         return text.decode("utf-8", "replace")
