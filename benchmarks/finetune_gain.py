@@ -147,7 +147,6 @@ def folds(bot, docs: Path, k: int, steps: int, questions_file: Path) -> None:
         bot.switch_to_fine_tuned_model(version.path)
         asked = [q for q in questions if q.source in held_out]
         tuned.update({q.id: answer(q) for q in asked})
-        bot.use_base()
         right = sum(contains_answer(tuned[q.id], q.answer) for q in asked)
         before = sum(contains_answer(base[q.id], q.answer) for q in asked)
         print(f"fold {i + 1}/{k}: held out {', '.join(held_out)}; {version.name}; {len(asked)} questions: "
