@@ -105,6 +105,32 @@ def test_another_form_of_a_word_the_domain_uses_is_not_an_unknown_term(facts_bot
     assert answer.covered and dosing.sent > 0 and "35 mg" in answer.text
 
 
+class Listening(ScriptedModel):
+    """A scripted model that keeps the messages it was asked with."""
+
+    def stream(self, messages, max_new_tokens):
+        self.messages = messages
+        return super().stream(messages, max_new_tokens)
+
+
+def test_a_follow_up_is_asked_after_the_exchange_it_leans_on_and_a_new_question_alone(facts_bot):
+    chat, dose = Conversation(2), "The maximum daily dose of Quorvane is 35 mg."
+    first = Listening(dose)
+    facts_bot.ask(FACTS[1][0], model=first, conversation=chat)
+    follow_up = Listening(dose)
+    facts_bot.ask("And with food?", model=follow_up, conversation=chat)
+    assert [m["role"] for m in follow_up.messages] == ["system", "user", "assistant", "user"]
+    assert follow_up.messages[1] == first.messages[1]  # the earlier prompt as sent, so llama.cpp's cache holds it
+    assert follow_up.messages[2]["content"] == dose and "Question: " in follow_up.messages[3]["content"]
+    brief = Listening("Odalys Penhallow is the chief pharmacist.")
+    facts_bot.ask(FACTS[3][0], model=brief, conversation=chat)  # names its own subject: asked alone
+    assert [m["role"] for m in brief.messages] == ["system", "user"]
+    facts_bot.ask(FACTS[4][0], model=ScriptedModel("That is not in the documents."), conversation=chat)
+    after_decline = Listening("Code Tangerine.")
+    facts_bot.ask("And on Sundays?", model=after_decline, conversation=chat)  # a declined turn is not an exchange
+    assert [m["role"] for m in after_decline.messages] == ["system", "user"]
+
+
 def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
     rows = [json.loads(line) for line in (REPO / "eval_sets" / "medical_turns_dev.jsonl").read_text().splitlines()]
     assert all(leans_on_previous(r["then"]) == (r["kind"] == "follow-up") for r in rows)

@@ -107,12 +107,14 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     question declines without asking the model when no reading does or when it names something the domain never
     mentions (`unknown_terms`), and the model is told to reply `DECLINE_REPLY` when the blocks lack the answer;
     the blocks are cut to the `context_chars` characters nearest the question (`context.select_context`), and
-    only the blocks left are cited. The model's stream goes through the guards, and its first sentence is held
+    only the blocks left are cited. A follow-up is asked after the exchange it leans on, that turn's blocks
+    included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence is held
     back until it is complete: the model's own decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`),
     becomes the decline sentence.
     """
     question = check_question(question)
     readings = conversation.readings(question, embed)
+    earlier = conversation.exchange_before(question)
     standalone = readings[0]
     declined = NOT_COVERED.format(domain=domain)
     if search is None:
@@ -138,7 +140,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         blocks = select_context(selected_by, [s.block for s in relevant], context_chars, embed)
         kept_labels = {label for label, _ in blocks}
         relevant = [s for s in relevant if s.block[0] in kept_labels]
-        messages = build_messages(asked, blocks)
+        messages = build_messages(asked, blocks, earlier)
     provider = model()
     guard = GuardReport()
 
@@ -147,7 +149,9 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             answer.covered, answer.sources = False, []
         elif relevant:
             answer.evidence = check_answer(answer.text, blocks)
-        conversation.add(standalone, answer.text.strip(), answer.sources)  # a chain of follow-ups keeps its subject
+        # a chain of follow-ups keeps its subject; an answer from blocks keeps its prompt for the next follow-up
+        conversation.add(standalone, answer.text.strip(), answer.sources,
+                         messages[-1]["content"] if answer.covered and relevant else None)
 
     def declines(sentence: str) -> bool:
         """The model's own decline, or a first sentence that speaks of what the blocks do not hold."""

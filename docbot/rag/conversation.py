@@ -42,11 +42,13 @@ SWAP_SIMILARITY = 0.5  # MiniLM cosine from which a fragment stands for a run of
 
 @dataclass(frozen=True)
 class Turn:
-    """One question, the answer given, and the sources it cited."""
+    """One question, the answer given, the sources it cited, and the user message it was answered from (None for
+    a decline or an answer without blocks)."""
 
     question: str
     answer: str
     sources: tuple[Source, ...] = ()
+    prompt: str | None = None
 
 
 class Conversation:
@@ -61,9 +63,16 @@ class Conversation:
         """The kept turns, oldest first."""
         return list(self._turns)
 
-    def add(self, question: str, answer: str, sources: Sequence[Source] = ()) -> None:
+    def add(self, question: str, answer: str, sources: Sequence[Source] = (), prompt: str | None = None) -> None:
         """Record a complete answer (an interrupted one never joins the conversation)."""
-        self._turns.append(Turn(question, answer, tuple(sources)))
+        self._turns.append(Turn(question, answer, tuple(sources), prompt))
+
+    def exchange_before(self, question: str) -> tuple[str, str] | None:
+        """The user message and answer of the last turn when `question` leans on it and it was answered from
+        blocks: the model reads a follow-up after them (`prompts.build_messages`)."""
+        if not self._turns or self._turns[-1].prompt is None or not leans_on_previous(question):
+            return None
+        return self._turns[-1].prompt, self._turns[-1].answer
 
     def clear(self) -> None:
         """Forget every turn: the next question is read on its own."""
