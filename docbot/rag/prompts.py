@@ -55,7 +55,7 @@ def build_messages(question: str, blocks: Sequence[Block],
     Qwen-0.5B: 34/42 follow-up pairs resolved against 31/42 without it (the model read "What about Sundays?" and
     "Can they drink anything?" in the light of the turn before instead of declining); the earlier question and
     answer without its blocks resolved 30/42. Only follow-ups get it: before every second question it resolved
-    35/42 but lost two brief new topics to the earlier subject.
+    35/42 but lost two brief new topics.
 
     The instructions come first so that llama.cpp's prompt cache holds them for every question: measured on the
     dev questions with Qwen-0.5B (3 blocks, 600 characters), 21/30 answered and 17/24 follow-ups resolved in
