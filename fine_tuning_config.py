@@ -37,7 +37,7 @@ ANSWER_MODEL = "Qwen2.5-Coder-0.5B-Instruct"  # the model that answers (llama.cp
 OLLAMA_MODEL = "qwen2.5-coder:0.5b"  # model name on the Ollama server (`ollama pull qwen2.5-coder:0.5b`)
 N_THREADS = 0  # llama.cpp threads; 0 = the cores this process may use
 MAX_NEW_TOKENS = 200  # answer length cap; greedy decoding runs ~30 tokens/s for the 135M model on 2 cores
-HISTORY_TURNS = 2  # earlier question/answer pairs sent with a follow-up question
+HISTORY_TURNS = 2  # earlier turns kept; a follow-up is asked after the last one (its blocks and answer)
 
 # --- Folders (relative to the working directory) ----------------------------------------------------------------
 DOCUMENTS_DIR = "./Documents"  # one sub-folder per domain

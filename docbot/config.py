@@ -56,7 +56,7 @@ class Config:
     ollama_model: str = "qwen2.5-coder:0.5b"  # the same model as answer_model, so auto never picks a weaker one
     n_threads: int = 0  # llama.cpp threads; 0 = the cores this process may use (more than free cores is slower)
     max_new_tokens: int = 200  # answer length cap; greedy decoding runs ~30 tokens/s for the 135M model on 2 cores
-    history_turns: int = 2  # earlier question/answer pairs a conversation keeps for follow-up questions
+    history_turns: int = 2  # earlier turns a conversation keeps; a follow-up is asked after the last one
     # -- folders (relative to the working folder, so tests run in a temporary one) --
     documents_dir: str = "./Documents"  # one sub-folder per domain
     index_dir: str = "./index"  # the Chroma store, one collection per domain
