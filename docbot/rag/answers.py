@@ -108,9 +108,9 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     mentions (`unknown_terms`), and the model is told to reply `DECLINE_REPLY` when the blocks lack the answer;
     the blocks are cut to the `context_chars` characters nearest the question (`context.select_context`), and
     only the blocks left are cited. A follow-up is asked after the exchange it leans on, that turn's blocks
-    included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence is held
-    back until it is complete: the model's own decline, or a sentence the blocks hardly hold (`DECLINE_BELOW`),
-    becomes the decline sentence.
+    included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence
+    is held back until it is complete: the model's own decline, or a sentence the blocks hardly hold
+    (`DECLINE_BELOW`), becomes the decline sentence.
     """
     question = check_question(question)
     readings = conversation.readings(question, embed)
