@@ -129,6 +129,9 @@ def test_a_follow_up_is_asked_after_the_exchange_it_leans_on_and_a_new_question_
     after_decline = Listening("Code Tangerine.")
     facts_bot.ask("And on Sundays?", model=after_decline, conversation=chat)  # a declined turn is not an exchange
     assert [m["role"] for m in after_decline.messages] == ["system", "user"]
+    unasked = facts_bot.ask("What is the capital of France?", model=ScriptedModel("Paris."), conversation=chat)
+    assert not unasked.covered and chat.turns[-1].question == "What is the capital of France?"  # declined unasked
+    assert chat.readings("What about Quorvane?")[-1] == "What is the capital of France? What about Quorvane?"
 
 
 def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():

@@ -133,8 +133,10 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             relevant = _relevant(standalone, found, relevance_threshold, embed)
             if relevant:
                 break
-        if not relevant or unknown_terms(question):
-            answer = StreamingAnswer(iter([declined]), [], "", covered=False)
+        if not relevant or unknown_terms(question):  # declined unasked; it joins the conversation all the same, so
+            # a follow-up ("What about children?") leans on it, not on the answered turn before it
+            answer = StreamingAnswer(iter([declined]), [], "", covered=False,
+                                     on_done=lambda a: conversation.add(readings[0], a.text))
             return answer if stream else answer.finished()
         asked, selected_by = question_to_ask(question, standalone)
         blocks = select_context(selected_by, [s.block for s in relevant], context_chars, embed)
