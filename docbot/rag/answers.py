@@ -134,9 +134,10 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             if relevant:
                 break
         if not relevant or unknown_terms(question):  # declined unasked; it joins the conversation all the same, so
-            # a follow-up ("What about children?") leans on it, not on the answered turn before it
+            # a follow-up ("What about children?") leans on it, not on the answered turn before it, and as typed:
+            # a reading the documents refused keeps no subject for the next one
             answer = StreamingAnswer(iter([declined]), [], "", covered=False,
-                                     on_done=lambda a: conversation.add(readings[0], a.text))
+                                     on_done=lambda a: conversation.add(question, a.text))
             return answer if stream else answer.finished()
         asked, selected_by = question_to_ask(question, standalone)
         blocks = select_context(selected_by, [s.block for s in relevant], context_chars, embed)
