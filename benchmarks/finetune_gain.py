@@ -126,9 +126,10 @@ def folds(bot, docs: Path, k: int, steps: int, questions_file: Path) -> None:
     asked once of a tuned model, and once of the base (the same for all folds), both through the chat's answer
     path; the difference is paired over all of them."""
     from docbot import Conversation
+    from docbot.rag.documents import discover
     from docbot.tuning.scoring import contains_answer, load_questions, paired_difference, token_f1
 
-    documents = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file())
+    documents = [p.relative_to(docs).as_posix() for p in discover(docs)]  # the files the index read, as cited
     questions = [q for q in load_questions(questions_file) if q.answer and q.source in documents]
 
     def answer(q) -> str:
