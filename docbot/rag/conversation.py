@@ -17,7 +17,9 @@ __all__ = ["Conversation", "Turn", "leans_on_previous", "names_its_subject", "qu
 # A brief question that names its own subject ("How long are children's records kept?") stands alone.
 _OPENERS = r"and|but|also|or|so|then|what about|how about"  # words that open a continuation
 _CONTINUES = re.compile(rf"^({_OPENERS}|same)\b", re.I)
-_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|there|he|she|him|his|her)\b", re.I)
+# "there" points back as a place ("How are instruments carried there?"), not in "Is there a ...?" or "there is"
+_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|this|that|these|those|he|she|him|his|her|"
+                          r"(?<!is )(?<!are )(?<!was )(?<!were )there(?! (?:is|are|was|were)\b))\b", re.I)
 _FILLER = {"what", "which", "who", "whom", "when", "where", "why", "how", "many", "much", "long", "often", "is",
            "are", "was", "were", "do", "does", "did", "can", "must", "should", "the", "a", "an", "of", "on", "in",
            "at", "for", "to", "and", "or", "about", "with", "by", "i", "we", "you", "take", "last", "get", "need",
