@@ -11,7 +11,7 @@ from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, select_context
 from .conversation import Conversation, question_to_ask
-from .evidence import Evidence, check_answer, split_sentences
+from .evidence import Evidence, check_answer, split_sentences, unfounded_words
 from .guards import GuardReport, checked_first_sentence, guarded
 from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
@@ -157,9 +157,10 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
                          messages[-1]["content"] if answer.covered and relevant else None)
 
     def declines(sentence: str) -> bool:
-        """The model's own decline, or a first sentence that speaks of what the blocks do not hold."""
-        return _norm(sentence).startswith(_DECLINE_REPLY_NORM) or bool(
-            relevant and check_answer(sentence, blocks).score < DECLINE_BELOW)
+        """The model's own decline, or a first sentence that speaks of what the blocks do not hold: few of its
+        words are in them, or it asserts the question's own words that they never mention."""
+        return _norm(sentence).startswith(_DECLINE_REPLY_NORM) or bool(relevant and (
+            check_answer(sentence, blocks).score < DECLINE_BELOW or unfounded_words(sentence, asked, blocks)))
 
     pieces = checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), declines, declined)
     answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
