@@ -65,6 +65,16 @@ def test_a_planted_wrong_number_code_unit_or_name_is_flagged():
         assert not evidence.supported, (wrong, evidence)
 
 
+def test_an_email_or_web_address_is_checked_whole_like_a_code():
+    blocks = BLOCKS + [("contacts.md", "Results are sent to lab@harborview.example. Opening hours are on "
+                                       "https://harborview.example/hours.")]
+    assert check_answer("Results are sent to lab@harborview.example.", blocks).supported
+    assert check_answer("Opening hours are on https://harborview.example/hours.", blocks).supported
+    for made_up in ["Results are sent to results@harborview.example.",  # every word of it is in the blocks
+                    "Opening hours are on https://harborview.example/opening."]:
+        assert not check_answer(made_up, blocks).supported, made_up
+
+
 def test_a_value_swapped_with_its_neighbour_in_the_same_block_is_flagged():
     """The usual slip of a small model: the right sentence with the number or name of the next one."""
     assert check_answer("A standard appointment lasts 12 minutes.", BLOCKS).supported
