@@ -150,8 +150,8 @@ def unfounded_words(claim: str, question: str, blocks: Sequence[tuple[str, str]]
     but the question's own is in the blocks.
 
     Measured on the Medical dev set (Qwen-0.5B, the first sentence checked before it is shown): off-topic
-    questions declined 44/59 against 35/59, the 30 nearby ones ("Who is the Deputy Practice Manager?") 17/30
-    against 8/30, with the answers (22/30, none wrongly declined) and follow-up pairs (34/42) unchanged; the 3
+    questions declined 44/59 against 36/59, the 30 nearby ones ("Who is the Deputy Practice Manager?") 17/30
+    against 9/30, with the answers (22/30, none wrongly declined) and follow-up pairs (34/42) unchanged; the 3
     right answers with one such word ("aims", "ask", "Deceased") stay."""
     held = {t.norm for _, text in blocks for t in _tokens(text)}
     asked = {t.norm for t in _tokens(question)}
