@@ -12,8 +12,8 @@ claimed value occurs elsewhere in the block.
 
 It does not know the question, so a short answer that is true of the blocks but answers another question
 ("25 mg", where both 25 mg and 40 mg occur) passes; `unfounded_words` knows it, and finds an answer that asserts
-the question's own words of a fact the blocks state of something else. It checks wording, not meaning: a paraphrase with few of the
-blocks' words is flagged.
+the question's own words of a fact the blocks state of something else. It checks wording, not meaning: a
+paraphrase with few of the blocks' words is flagged.
 """
 
 from __future__ import annotations
