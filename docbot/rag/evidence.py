@@ -59,8 +59,10 @@ _DECLINE = re.compile(  # only sentences about the sources: "Staff do not give r
     r"\bi (?:do not|don't) know\b", re.I)
 _CITATION = re.compile(r"\[\d+\]|\(\s*(?:block|source)\s*\d+\s*\)|\b(?:block|source)\s+\d+\b|"
                        r"\S+\.(?:pdf|txt|md|docx?)(?:\s+p\.\s*\d+)?", re.I)
-_ADDRESS = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?:https?://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]]"  # e-mail, web
-_TOKEN = re.compile(rf"{_ADDRESS}|[A-Za-z]{{1,5}}-?\d+[A-Za-z]?\b(?!:)|\d+(?:[.:]\d+)*|%|[A-Za-z]+(?:['’][A-Za-z]+)*")
+_ADDRESS = re.compile(  # an e-mail or web address, one token
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?:https?://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]]")
+_TOKEN = re.compile(rf"{_ADDRESS.pattern}|"
+                    r"[A-Za-z]{1,5}-?\d+[A-Za-z]?\b(?!:)|\d+(?:[.:]\d+)*|%|[A-Za-z]+(?:['’][A-Za-z]+)*")
 _CODE = re.compile(r"[A-Za-z]{1,5}-?\d+[A-Za-z]?")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•>]|#{1,6}|\d{1,2}[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -322,7 +324,7 @@ def _classify(word: str, text: str, start: int) -> tuple[str, str | None]:
     """(kind, normalised form) of one raw token; the form is None for a stopword."""
     if word == "%":
         return "word", "percent"
-    if re.fullmatch(_ADDRESS, word):  # an address is a code: one made up ("info@clinic.example") is a wrong fact
+    if _ADDRESS.fullmatch(word):  # an address is a code: one made up ("info@clinic.example") is a wrong fact
         return "code", word.lower()
     if word[0].isdigit():
         if ":" in word:
