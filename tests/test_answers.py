@@ -68,10 +68,23 @@ def test_the_five_turn_session_typed_into_the_chatbot(tmp_path):
                                       "Who won the 2018 FIFA World Cup?",
                                       # nearby: the model asserts the question's words of another fact
                                       "Who is the Deputy Practice Manager?",  # "... is Hana Brackley."
-                                      "How long is the lunch break on the early shift?"])  # "... 07:30 to 15:30."
+                                      "How long is the lunch break on the early shift?",  # "... 07:30 to 15:30."
+                                      # nearby: the model answers with a neighbouring fact of the same subject
+                                      "When is the pharmacy open?"])  # "... empties the blue returns bin ..."
 def test_off_topic_questions_are_declined(default_bot, question):
     answer = default_bot.ask(question, conversation=Conversation(0))
     assert not answer.covered and answer.text == NOT_COVERED.format(domain="medical") and not answer.sources
+
+
+@pytest.mark.slow
+def test_an_answer_resting_on_a_sentence_about_another_question_is_declined(default_bot):
+    neighbour = default_bot.ask("How many days of sick pay do staff get?", conversation=Conversation(0),
+                                model=ScriptedModel("The induction programme for new staff lasts 3 days."))
+    assert not neighbour.covered and neighbour.text == NOT_COVERED.format(domain="medical")
+    # the evidence sentence names its subject only in the sentence before it, which counts with it
+    named_before = default_bot.ask("Who is the Freedom to Speak Up Guardian?", conversation=Conversation(0),
+                                   model=ScriptedModel("The Guardian is Nadia Ferreira-Holt."))
+    assert named_before.covered and named_before.text == "The Guardian is Nadia Ferreira-Holt."
 
 
 @pytest.mark.slow
