@@ -83,6 +83,13 @@ def test_a_second_question_on_the_same_context_reuses_the_prompt_cache(smol):
     assert second["cache_n"] > 250 and second["prompt_n"] < 30, (first, second)
 
 
+def test_an_answer_that_copies_its_prompt_is_drafted_from_it(smol):
+    context = "The Quillmarsh archive's night porter is Ottoline Varga-Beckwith, who locks the east gate at 23:40."
+    question = "Who is the night porter of the Quillmarsh archive, and when is the east gate locked?"
+    smol.generate([{"role": "user", "content": f"{context}\n\n{question} Answer in one sentence."}], 40)
+    assert smol.last_timings.get("draft_n_accepted", 0) > 0, smol.last_timings  # tokens checked in one batch
+
+
 def test_closing_a_stream_stops_generation_within_a_second(smol):
     stream = smol.stream(STORY, 2000)  # ~50 s of generation if it were not stopped
     for _ in range(5):

@@ -3,7 +3,9 @@ handlers are called directly; the localhost HTTP listener it always opens is loc
 
 Why llama.cpp beside transformers: it runs the quantized GGUF as it is (no fp32 conversion), generates several
 times faster on CPU, and keeps the prompt's KV cache between requests, so a second question on the same context
-only evaluates the new tokens.
+only evaluates the new tokens. Generation drafts its next tokens from the text so far (llama.cpp's n-gram
+speculation, no second model): an answer copies its blocks' phrases, and a batch of drafted tokens costs about
+what one token does.
 
 xllamacpp's calls block until the answer is complete and report streamed chunks through a callback; generation
 therefore runs in a worker thread that feeds a queue. The callback's return value is llama.cpp's cancel switch:
@@ -31,6 +33,12 @@ __all__ = ["LlamaCppProvider", "PREFILL_BATCH", "SEED", "available_cores"]
 # ~1.5 s on busy ones). On CPU, steps of 64 to 512 tokens evaluate a prompt equally fast (measured, 1 and 2 threads).
 PREFILL_BATCH = 64
 SEED = 0  # greedy decoding ignores it; fixed anyway so that no request depends on a random default
+# Drafts from the token history, prompt included: an answer mostly copies a phrase of its blocks, so when its last
+# `DRAFT_AFTER` tokens occurred before, the `DRAFT_TOKENS` that followed them are checked in one batch. Measured on
+# 51 recorded dev prompts (Qwen-0.5B, 2 threads, both in one process): 22.9 tokens/s against 18.3, first sentence
+# p50 1.91 s against 2.05 s, the same text for 51/51; 2-3 and 4-16 token drafts ran alike (22.9-24.6 tokens/s).
+DRAFT_AFTER = 4
+DRAFT_TOKENS = 8
 _GGUF_MAGIC = b"GGUF"
 _DONE = object()  # the worker's last queue item
 
@@ -203,6 +211,9 @@ def _start_server(gguf_path: str, n_threads: int, n_ctx: int, lora: str | None):
     params.sampling.temp = 0.0
     params.sampling.top_k = 1
     params.sampling.seed = SEED
+    params.speculative.types = [xllamacpp.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+    params.speculative.ngram_simple.size_n = DRAFT_AFTER
+    params.speculative.ngram_simple.size_m = DRAFT_TOKENS
     params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE  # all text is content
     params.verbosity = 0  # llama.cpp logs to stderr itself; docbot reports failures through its errors
     params.api_keys = [secrets.token_hex(16)]  # the in-process calls bypass it; other local processes cannot
