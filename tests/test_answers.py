@@ -88,6 +88,13 @@ def test_an_answer_resting_on_a_sentence_about_another_question_is_declined(defa
 
 
 @pytest.mark.slow
+def test_the_models_decline_in_other_words_is_the_decline(default_bot):
+    answer = default_bot.ask("What is the clinic's email address?", conversation=Conversation(0),
+                             model=ScriptedModel("The clinic's email address is not in the documents."))
+    assert not answer.covered and answer.text == NOT_COVERED.format(domain="medical") and not answer.sources
+
+
+@pytest.mark.slow
 def test_a_follow_up_and_a_brief_new_topic_are_each_searched_right(default_bot):
     chat = Conversation(2)
     default_bot.ask("Which company collects the clinic's clinical waste?", conversation=chat)

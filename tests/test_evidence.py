@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docbot.rag.evidence import Evidence, check_answer, highlight, split_sentences, unfounded_words
+from docbot.rag.evidence import (Evidence, check_answer, highlight, says_not_in_sources, split_sentences,
+                                 unfounded_words)
 from docbot.rag.prompts import NOT_COVERED
 
 # Two blocks as retrieval hands them over: PDF text wraps mid-sentence, Markdown has headings and list items.
@@ -63,6 +64,17 @@ def test_a_planted_wrong_number_code_unit_or_name_is_flagged():
                   "New starters wear a green lanyard for 6 months."]:
         evidence = check_answer(wrong, BLOCKS)
         assert not evidence.supported, (wrong, evidence)
+
+
+@pytest.mark.parametrize("sentence, declines", [
+    ("That is not in the documents.", True),  # the reply the prompt asks for
+    ("The clinic's email address is not in the documents.", True),
+    ("The text does not mention a lunch break.", True),
+    ("Staff do not give test results by phone.", False),  # a fact with "not" in it
+    ("Patients not registered at the clinic cannot book online.", False),
+])
+def test_a_decline_in_the_models_own_words_is_recognised(sentence, declines):
+    assert says_not_in_sources(sentence) is declines
 
 
 def test_an_email_or_web_address_is_checked_whole_like_a_code():

@@ -11,9 +11,9 @@ from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, select_context
 from .conversation import Conversation, question_to_ask
-from .evidence import Evidence, check_answer, split_sentences, unfounded_words
+from .evidence import Evidence, check_answer, says_not_in_sources, split_sentences, unfounded_words
 from .guards import GuardReport, checked_first_sentence, guarded
-from .prompts import DECLINE_REPLY, NOT_COVERED, build_messages, build_messages_without_context
+from .prompts import NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
 
 __all__ = ["Answer", "StreamingAnswer", "answer_question", "check_question", "MAX_QUESTION_CHARS"]
@@ -168,7 +168,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         """The model's own decline, or a first sentence that speaks of what the blocks do not hold (few of its
         words are in them, or it asserts the question's own words that they never mention) or rests on a sentence
         that does not speak to the question."""
-        if _norm(sentence).startswith(_DECLINE_REPLY_NORM):
+        if says_not_in_sources(sentence):  # `DECLINE_REPLY`, or the same in other words
             return True
         if not relevant:
             return False
@@ -209,12 +209,6 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, blocks: list[tupl
     vectors = embed([*questions, *texts])
     return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= ANSWER_RELEVANCE
 
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().replace("'", "").split())
-
-
-_DECLINE_REPLY_NORM = _norm(DECLINE_REPLY)
 
 
 def check_question(question: str) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Evidence", "check_answer", "content_stems", "highlight", "split_sentences", "unfounded_words",
-           "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
+__all__ = ["Evidence", "check_answer", "content_stems", "highlight", "says_not_in_sources", "split_sentences",
+           "unfounded_words", "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
 
 # Share of the answer's weighted content words that its evidence must hold. On the Medical dev set
 # (benchmarks/evidence.py) correct answers scored 0.89 or more, and the wrong answers that the number, code and
@@ -161,6 +161,13 @@ def unfounded_words(claim: str, question: str, blocks: Sequence[tuple[str, str]]
     if len({t.norm for t in repeated}) >= 2 or any(t.kind != "word" for t in repeated):
         return tuple(dict.fromkeys(t.surface for t in repeated))
     return ()
+
+
+def says_not_in_sources(sentence: str) -> bool:
+    """Whether `sentence` says that the sources lack something ("That is not in the documents.", "The clinic's
+    email address is not in the documents.", "The text does not mention it."): the model declining in its own
+    words."""
+    return bool(_DECLINE.search(sentence))
 
 
 def _names(tokens: list[_Token]) -> list[frozenset[str]]:
