@@ -210,7 +210,6 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, blocks: list[tupl
     return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= ANSWER_RELEVANCE
 
 
-
 def check_question(question: str) -> str:
     """The question with its whitespace collapsed; an empty or overlong one is refused with what to do."""
     question = re.sub(r"\s+", " ", question or "").strip()
