@@ -71,12 +71,12 @@ def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
 def test_the_first_sentence_is_held_back_until_it_is_checked(text, shown):
     checked: list[str] = []
 
-    def rejects(sentence: str) -> bool:
+    def review(sentence: str) -> str | None:
         checked.append(sentence)
-        return "Paris" in sentence
+        return "DECLINED" if "Paris" in sentence else None
 
     pieces = iter([text[i:i + 3] for i in range(0, len(text), 3)])
-    assert "".join(checked_first_sentence(pieces, rejects, "DECLINED")) == shown
+    assert "".join(checked_first_sentence(pieces, review)) == shown
     assert len(checked) == 1 and text.strip().startswith(checked[0].strip())
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .evidence import content_stems, split_sentences
 
-__all__ = ["select_context", "Embed", "WORDS_WEIGHT"]
+__all__ = ["nearness", "select_context", "Embed", "WORDS_WEIGHT"]
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length rows (an `Embedder.embed`)
 # Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone ranks "Adult records
@@ -39,8 +39,7 @@ def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int
     sentences = _distinct([(b, s) for b, (_, text) in enumerate(blocks) for s in split_sentences(text)])
     if not sentences:
         return list(blocks)
-    vectors = embed([question] + [s for _, s in sentences])
-    similarity = vectors[1:] @ vectors[0] + WORDS_WEIGHT * _shared_words(question, [s for _, s in sentences])
+    similarity = nearness(question, [s for _, s in sentences], embed)
     kept, used = [], 0
     for i in np.argsort(-similarity, kind="stable"):
         length = len(sentences[i][1]) + 1
@@ -51,6 +50,13 @@ def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int
     chosen = sorted(kept)
     return [(label, "\n".join(sentences[i][1] for i in chosen if sentences[i][0] == b))
             for b, (label, _) in enumerate(blocks) if any(sentences[i][0] == b for i in chosen)]
+
+
+def nearness(question: str, sentences: list[str], embed: Embed) -> np.ndarray:
+    """How near each sentence is to `question`: the embedding's cosine plus `WORDS_WEIGHT` times the share of the
+    question's words it holds, each weighted by its rarity among `sentences`."""
+    vectors = embed([question] + sentences)
+    return vectors[1:] @ vectors[0] + WORDS_WEIGHT * _shared_words(question, sentences)
 
 
 def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:

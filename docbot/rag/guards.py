@@ -73,9 +73,10 @@ def guarded(pieces: Iterator[str], report: GuardReport | None = None) -> Iterato
         getattr(pieces, "close", lambda: None)()
 
 
-def checked_first_sentence(pieces: Iterator[str], reject: Callable[[str], bool], replacement: str) -> Iterator[str]:
-    """The pieces with the first sentence held back until it is complete (or the stream ends); if `reject(sentence)`
-    is true, `replacement` is yielded instead and the stream is closed. The rest flows as it comes."""
+def checked_first_sentence(pieces: Iterator[str], review: Callable[[str], str | None]) -> Iterator[str]:
+    """The pieces with the first sentence held back until it is complete (or the stream ends); if
+    `review(sentence)` returns a text, that text is yielded instead and the stream is closed. The rest flows as it
+    comes."""
     held: str | None = ""
     try:
         for piece in pieces:
@@ -86,13 +87,15 @@ def checked_first_sentence(pieces: Iterator[str], reject: Callable[[str], bool],
             end = _SENTENCE_END.search(held, len(held) - len(held.lstrip()))
             if end is None:
                 continue
-            if reject(held[:end.start()]):
-                yield replacement
+            instead = review(held[:end.start()])
+            if instead is not None:
+                yield instead
                 return
             yield held
             held = None
         if held:
-            yield replacement if reject(held) else held
+            instead = review(held)
+            yield held if instead is None else instead
     finally:
         getattr(pieces, "close", lambda: None)()
 
