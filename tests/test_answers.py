@@ -102,6 +102,11 @@ def test_an_answer_copied_from_a_neighbour_of_the_sentence_that_answers_shows_th
     answered = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
                                model=ScriptedModel("A lilac-top tube."))
     assert answered.text == "A lilac-top tube."  # a terse answer resting on the sentence that answers stands
+    under_heading = default_bot.ask("How long are records kept?", conversation=Conversation(0),
+                                    model=ScriptedModel("Children's records are kept until the patient's 25th "
+                                                        "birthday."))
+    assert under_heading.text == "Children's records are kept until the patient's 25th birthday."  # the nearest
+    # line, the heading "How long records are kept", states nothing
 
 
 @pytest.mark.slow

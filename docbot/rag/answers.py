@@ -239,8 +239,9 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, blocks: list[tupl
 
 def _answering_sentence(question: str, sentence: str, evidence: Evidence, blocks: list[tuple[str, str]],
                         embed: Embed) -> str | None:
-    """The block sentence nearest `question` (`context.nearness`) when both the answer's `sentence` and the block
-    sentence it rests on are `SWAP_MARGIN` less near: the model copied a neighbour of the sentence that answers.
+    """The block sentence nearest `question` (`context.nearness`) of those that state something (`_states`), when
+    both the answer's `sentence` and the block sentence it rests on are `SWAP_MARGIN` less near: the model copied a
+    neighbour of the sentence that answers.
     When that neighbour is next to it in its block the two go together, in their order, since the model's choice
     may hold what the nearest one only names ("Staff can raise concerns with the Guardian. The Guardian is ...");
     None when the answer stands."""
@@ -249,7 +250,10 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, blocks
     if not evidence.sentences or evidence.sentences[0] not in texts:
         return None
     near = nearness(question, texts, embed)  # embedded already, to choose the context
-    best, rests_on = int(near.argmax()), texts.index(evidence.sentences[0])
+    stated = np.array([_states(text) for text in texts])
+    if not stated.any():
+        return None
+    best, rests_on = int(np.where(stated, near, -np.inf).argmax()), texts.index(evidence.sentences[0])
     if near[rests_on] > near[best] - SWAP_MARGIN or \
             nearness(question, [*texts, sentence], embed)[-1] > near[best] - SWAP_MARGIN:
         return None
@@ -257,6 +261,12 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, blocks
     if block == other_block and abs(i - j) == 1:
         return " ".join(texts[k] for k in sorted((best, rests_on)))
     return texts[best]
+
+
+def _states(sentence: str) -> bool:
+    """Whether `sentence` can answer on its own: a heading ("How long records are kept") or a list's lead-in
+    ("staff must:") is near the question's words without stating anything, unless it holds a number or code."""
+    return sentence.rstrip().endswith((".", "!", "?")) or any(c.isdigit() for c in sentence)
 
 
 def check_question(question: str) -> str:
