@@ -241,10 +241,9 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, blocks
                         embed: Embed) -> str | None:
     """The block sentence nearest `question` (`context.nearness`) of those that state something (`_states`), when
     both the answer's `sentence` and the block sentence it rests on are `SWAP_MARGIN` less near: the model copied a
-    neighbour of the sentence that answers.
-    When that neighbour is next to it in its block the two go together, in their order, since the model's choice
-    may hold what the nearest one only names ("Staff can raise concerns with the Guardian. The Guardian is ...");
-    None when the answer stands."""
+    neighbour of the sentence that answers. When that neighbour is next to it in its block the two go together, in
+    their order, since the model's choice may hold what the nearest one only names ("Staff can raise concerns with
+    the Guardian. The Guardian is ..."); None when the answer stands."""
     placed = [(b, i, s) for b, (_, text) in enumerate(blocks) for i, s in enumerate(split_sentences(text))]
     texts = [s for _, _, s in placed]
     if not evidence.sentences or evidence.sentences[0] not in texts:
