@@ -110,6 +110,23 @@ def test_an_answer_copied_from_a_neighbour_of_the_sentence_that_answers_shows_th
 
 
 @pytest.mark.slow
+def test_checking_an_answer_never_changes_torchs_thread_count_while_the_model_writes(default_bot, monkeypatch):
+    """torch's thread count is the process's: changing it while the transformers provider generates in its own
+    thread can hang OpenMP (in CI, a Ctrl-C that never stopped a transformers answer)."""
+    import torch
+
+    calls: list[int] = []
+    set_num_threads = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_num_threads(n))[1])
+    answer = default_bot.ask("What temperature range must medicine fridges be kept at?", stream=True,
+                             model=ScriptedModel("The temperature of the fridge is recorded at 09:00 and at 17:00."),
+                             conversation=Conversation(0))
+    calls.clear()  # the search has run; what follows runs while the model writes
+    assert "".join(answer) == "Medicine fridges must be kept between 2 and 8 degrees Celsius."
+    assert calls == []
+
+
+@pytest.mark.slow
 def test_the_models_decline_in_other_words_is_the_decline(default_bot):
     answer = default_bot.ask("What is the clinic's email address?", conversation=Conversation(0),
                              model=ScriptedModel("The clinic's email address is not in the documents."))

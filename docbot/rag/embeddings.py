@@ -54,22 +54,29 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         import torch
 
+        with torch.inference_mode():
+            vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                         normalize_embeddings=False, show_progress_bar=False)
+            return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
+
+    def embed_question(self, question: str) -> np.ndarray:
+        """One unit-length row for a search question, computed on `_QUESTION_THREADS` threads. Only the search
+        calls it, before any answer is generated: torch's thread count is global to the process, and changing
+        it while another thread runs torch (the transformers provider generating) can hang OpenMP."""
+        import torch
+
         threads = torch.get_num_threads()
-        switch = len(texts) == 1 and threads != _QUESTION_THREADS  # a question: see _QUESTION_THREADS
-        if switch:
-            torch.set_num_threads(_QUESTION_THREADS)
+        if threads == _QUESTION_THREADS:
+            return self.embed([question])[0]
+        torch.set_num_threads(_QUESTION_THREADS)
         try:
-            with torch.inference_mode():
-                vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                             normalize_embeddings=False, show_progress_bar=False)
-                return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
+            return self.embed([question])[0]
         finally:
-            if switch:
-                torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
 
 
-# A question is embedded on one thread. It costs one user ~2 ms (15.5-16.6 against 13.9-14.2 ms on 2 cores), but
-# idle OpenMP workers spin at every parallel step: with 4 teammates' processes and a writer on 2 cores
+# A search question is embedded on one thread. It costs one user ~2 ms (15.5-16.6 against 13.9-14.2 ms on 2 cores),
+# but idle OpenMP workers spin at every parallel step: with 4 teammates' processes and a writer on 2 cores
 # (benchmarks/load.py), retrieval p50 was 349 ms with two threads per question and 68 ms with one.
 _QUESTION_THREADS = 1
 

@@ -48,7 +48,7 @@ class Retriever:
         """The `k` best chunks for `query`, best first; `hybrid` overrides the retriever's mode for this call,
         `embedding` is the query's vector when it is already computed."""
         hybrid = self.hybrid if hybrid is None else hybrid
-        q = self.index.embedder.embed([query])[0] if embedding is None else embedding
+        q = self.index.embedder.embed_question(query) if embedding is None else embedding
         vector_hits = self.index.query(q, max(k, _POOL) if hybrid else k)
         if not hybrid:
             return [_source(h) for h in vector_hits[:k]]
