@@ -51,7 +51,8 @@ MAX_QUESTION_CHARS = 4000  # about 1,000 tokens: more would push the context blo
 class Answer:
     """A finished answer. `covered` is False for a decline: no relevant block (no model was asked), a question
     naming what the domain never mentions, or the model's own "not in the documents"; the text is then
-    `NOT_COVERED`. `guard` holds the model's raw text and why the guard stopped it, if it did."""
+    `NOT_COVERED`. When the model copied a neighbour of the sentence that answers, the text is that block sentence
+    (`SWAP_MARGIN`). `guard` holds the model's raw text and why the guard stopped it, if it did."""
 
     text: str
     sources: list[Source] = field(default_factory=list)
@@ -185,10 +186,11 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if not relevant:
             return None
         evidence = check_answer(sentence, blocks)
+        in_blocks = [split_sentences(text) for _, text in blocks]
         if (evidence.score < DECLINE_BELOW or unfounded_words(sentence, asked, blocks)
-                or not _speaks_to((asked, standalone), evidence, blocks, embed)):
+                or not _speaks_to((asked, standalone), evidence, in_blocks, embed)):
             return declined
-        return _answering_sentence(asked, sentence, evidence, blocks, embed)
+        return _answering_sentence(asked, sentence, evidence, in_blocks, embed)
 
     pieces = checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), review)
     answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
@@ -220,16 +222,15 @@ def _relevant(query: str, found: list[Source], threshold: float, embed: Embed) -
     return [s for s in found if s.score >= threshold or s.chunk_id in near]
 
 
-def _speaks_to(questions: tuple[str, ...], evidence: Evidence, blocks: list[tuple[str, str]], embed: Embed) -> bool:
+def _speaks_to(questions: tuple[str, ...], evidence: Evidence, in_blocks: list[list[str]], embed: Embed) -> bool:
     """Whether the answer's best evidence sentence, alone or with a neighbour in its block (a sentence such as
     "The Guardian is Nadia Ferreira-Holt." names its subject in the one before), reaches `ANSWER_RELEVANCE`
-    against one of `questions`."""
+    against one of `questions`; `in_blocks` holds each block's sentences."""
     if not evidence.sentences:
         return True
     best = evidence.sentences[0]
     texts = [best]
-    for _, text in blocks:
-        sentences = split_sentences(text)
+    for sentences in in_blocks:
         if best in sentences:
             i = sentences.index(best)
             texts += [" ".join(sentences[max(i - 1, 0):i + 1]), " ".join(sentences[i:i + 2])]
@@ -237,26 +238,25 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, blocks: list[tupl
     return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= ANSWER_RELEVANCE
 
 
-def _answering_sentence(question: str, sentence: str, evidence: Evidence, blocks: list[tuple[str, str]],
+def _answering_sentence(question: str, sentence: str, evidence: Evidence, in_blocks: list[list[str]],
                         embed: Embed) -> str | None:
     """The block sentence nearest `question` (`context.nearness`) of those that state something (`_states`), when
     both the answer's `sentence` and the block sentence it rests on are `SWAP_MARGIN` less near: the model copied a
     neighbour of the sentence that answers. When that neighbour is next to it in its block the two go together, in
     their order, since the model's choice may hold what the nearest one only names ("Staff can raise concerns with
-    the Guardian. The Guardian is ..."); None when the answer stands."""
-    placed = [(b, i, s) for b, (_, text) in enumerate(blocks) for i, s in enumerate(split_sentences(text))]
-    texts = [s for _, _, s in placed]
+    the Guardian. The Guardian is ..."); None when the answer stands. `in_blocks` holds each block's sentences."""
+    placed = [(b, i) for b, sentences in enumerate(in_blocks) for i in range(len(sentences))]
+    texts = [s for sentences in in_blocks for s in sentences]
     if not evidence.sentences or evidence.sentences[0] not in texts:
         return None
-    near = nearness(question, texts, embed)  # embedded already, to choose the context
-    stated = np.array([_states(text) for text in texts])
-    if not stated.any():
+    near = nearness(question, texts, embed)  # vectors remembered from choosing the context, when it was cut
+    stated = np.where([_states(text) for text in texts], near, -np.inf)  # -inf: never swapped in, so never swaps
+    best, rests_on = int(stated.argmax()), texts.index(evidence.sentences[0])
+    # the answer's own sentence is embedded only when the sentence it rests on is already far below the best
+    if near[rests_on] > stated[best] - SWAP_MARGIN or \
+            nearness(question, [*texts, sentence], embed)[-1] > stated[best] - SWAP_MARGIN:
         return None
-    best, rests_on = int(np.where(stated, near, -np.inf).argmax()), texts.index(evidence.sentences[0])
-    if near[rests_on] > near[best] - SWAP_MARGIN or \
-            nearness(question, [*texts, sentence], embed)[-1] > near[best] - SWAP_MARGIN:
-        return None
-    (block, i, _), (other_block, j, _) = placed[best], placed[rests_on]
+    (block, i), (other_block, j) = placed[best], placed[rests_on]
     if block == other_block and abs(i - j) == 1:
         return " ".join(texts[k] for k in sorted((best, rests_on)))
     return texts[best]
