@@ -100,13 +100,31 @@ def test_an_answer_copied_from_a_neighbour_of_the_sentence_that_answers_shows_th
     assert beside.text == ("Staff can raise concerns with the Freedom to Speak Up Guardian. "
                            "The Guardian is Nadia Ferreira-Holt.")
     answered = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
-                               model=ScriptedModel("A lilac-top tube."))
-    assert answered.text == "A lilac-top tube."  # a terse answer resting on the sentence that answers stands
+                               model=ScriptedModel("The lilac-top tube is the one to use."))
+    assert answered.text == "The lilac-top tube is the one to use."  # resting on the sentence that answers: stands
     under_heading = default_bot.ask("How long are records kept?", conversation=Conversation(0),
                                     model=ScriptedModel("Children's records are kept until the patient's 25th "
                                                         "birthday."))
     assert under_heading.text == "Children's records are kept until the patient's 25th birthday."  # the nearest
     # line, the heading "How long records are kept", states nothing
+
+
+@pytest.mark.slow
+def test_a_bare_value_is_shown_as_the_documents_sentence_that_holds_it(default_bot):
+    question = "How quickly must a suspected data breach be reported to the Data Protection Officer?"
+    sentence = "Staff must report a suspected data breach to the Data Protection Officer within 24 hours."
+    bare = default_bot.ask(question, model=ScriptedModel("24 hours"), conversation=Conversation(0))
+    assert bare.text == sentence and bare.covered and bare.evidence.supported
+    # the rest of the answer follows, less a sentence that only repeats the one shown
+    followed = default_bot.ask(question, model=ScriptedModel(f"24 hours. {sentence} Use form DB-1."),
+                               conversation=Conversation(0), stream=True)
+    assert "".join(followed) == f"{sentence} Use form DB-1."
+    tube = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
+                           model=ScriptedModel("Lilac-top."))
+    assert tube.text == "A lilac-top tube is used for a full blood count."
+    unheld = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
+                             model=ScriptedModel("A lilac tube, 4 mL."))  # no sentence holds "4": shown as written
+    assert unheld.text == "A lilac tube, 4 mL."
 
 
 @pytest.mark.slow

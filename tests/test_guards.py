@@ -11,7 +11,7 @@ import pytest
 from conftest import FACTS, REPO, ScriptedModel
 from docbot import Conversation
 from docbot.rag.conversation import leans_on_previous
-from docbot.rag.guards import GuardReport, checked_first_sentence, count_loops, guarded
+from docbot.rag.guards import GuardReport, Instead, checked_first_sentence, count_loops, guarded
 from docbot.rag.prompts import NOT_COVERED
 
 
@@ -59,7 +59,7 @@ def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
     assert "".join(answer) == NOT_COVERED.format(domain="velmora")
     assert not answer.covered and answer.sources == []
     almost = facts_bot.ask(FACTS[4][0], model=ScriptedModel("That is Code Tangerine."), conversation=Conversation(0))
-    assert almost.text == "That is Code Tangerine." and almost.covered  # a reply that only starts alike
+    assert "Code Tangerine." in almost.text and almost.covered  # a reply that only starts alike
 
 
 @pytest.mark.parametrize("text, shown", [
@@ -67,13 +67,18 @@ def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
     ("It opens at 06:45. Paris is the capital.", "It opens at 06:45. Paris is the capital."),  # only the first
     ("Paris is the capital", "DECLINED"),  # the stream ended inside the first sentence: it is checked all the same
     ("\n\nIt opens at 06:45.", "\n\nIt opens at 06:45."),  # leading blank lines do not end a sentence
+    ("Dr. Paris leads it. It opens at 06:45.", "DECLINED"),  # a title does not end the sentence: checked whole
+    ("06:45. It opens at 06:45. Daily.", "It opens at 06:45. Daily."),  # in a bare value's place: no repeat
+    ("06:45. Then it closes.", "It opens at 06:45. Then it closes."),  # and the rest follows
 ])
 def test_the_first_sentence_is_held_back_until_it_is_checked(text, shown):
     checked: list[str] = []
 
-    def review(sentence: str) -> str | None:
+    def review(sentence: str) -> Instead | None:
         checked.append(sentence)
-        return "DECLINED" if "Paris" in sentence else None
+        if sentence.strip() == "06:45.":
+            return Instead("It opens at 06:45.", final=False)
+        return Instead("DECLINED") if "Paris" in sentence else None
 
     pieces = iter([text[i:i + 3] for i in range(0, len(text), 3)])
     assert "".join(checked_first_sentence(pieces, review)) == shown
@@ -82,10 +87,11 @@ def test_the_first_sentence_is_held_back_until_it_is_checked(text, shown):
 
 def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot):
     worldly = ScriptedModel("A normal adult blood pressure is about 120 over 80 mmHg. Exercise helps.")
-    answer = facts_bot.ask(FACTS[1][0], model=worldly, conversation=Conversation(0), stream=True)
+    answer = facts_bot.ask("What are the side effects of Quorvane?", model=worldly, conversation=Conversation(0),
+                           stream=True)
     assert "".join(answer) == NOT_COVERED.format(domain="velmora")  # nothing of it was shown first
     assert not answer.covered and answer.sources == []
-    assert worldly.sent < 20  # closed after its first sentence
+    assert 0 < worldly.sent < 20  # asked, and closed after its first sentence
     wrong = facts_bot.ask(FACTS[1][0], model=ScriptedModel("The maximum daily dose of Quorvane is 90 mg."),
                           conversation=Conversation(0))
     assert wrong.covered and not wrong.evidence.supported  # most of it is in the blocks: flagged, not declined
