@@ -92,6 +92,10 @@ def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot
     assert "".join(answer) == NOT_COVERED.format(domain="velmora")  # nothing of it was shown first
     assert not answer.covered and answer.sources == []
     assert 0 < worldly.sent < 20  # asked, and closed after its first sentence
+    # unless a block sentence answers the question by itself: that one is shown instead
+    worldly = ScriptedModel("A normal adult blood pressure is about 120 over 80 mmHg. Exercise helps.")
+    answered = facts_bot.ask(FACTS[1][0], model=worldly, conversation=Conversation(0))
+    assert answered.text == "The maximum daily dose of Quorvane is 35 mg." and answered.covered
     wrong = facts_bot.ask(FACTS[1][0], model=ScriptedModel("The maximum daily dose of Quorvane is 90 mg."),
                           conversation=Conversation(0))
     assert wrong.covered and not wrong.evidence.supported  # most of it is in the blocks: flagged, not declined
