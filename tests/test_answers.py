@@ -119,6 +119,9 @@ def test_a_bare_value_is_shown_as_the_documents_sentence_that_holds_it(default_b
     followed = default_bot.ask(question, model=ScriptedModel(f"24 hours. {sentence} Use form DB-1."),
                                conversation=Conversation(0), stream=True)
     assert "".join(followed) == f"{sentence} Use form DB-1."
+    digits = default_bot.ask("How many times a day should patients apply Mirtoloxan?", conversation=Conversation(0),
+                             model=ScriptedModel("3 times a day"))  # "3" is the documents' "three"
+    assert digits.text == "Patients apply a thin layer of Mirtoloxan three times a day."
     tube = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
                            model=ScriptedModel("Lilac-top."))
     assert tube.text == "A lilac-top tube is used for a full blood count."

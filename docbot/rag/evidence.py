@@ -355,8 +355,9 @@ def _classify(word: str, text: str, start: int) -> tuple[str, str | None]:
 
 
 def content_stems(text: str) -> set[str]:
-    """The stems of `text`'s words that carry meaning (stopwords dropped): how two texts' words are compared."""
-    return {_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOPWORDS}
+    """The stems of `text`'s words that carry meaning (stopwords dropped), a number word as its digits ("three":
+    "3"): how two texts' words are compared."""
+    return {_NUMBER_WORDS.get(w) or _stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOPWORDS}
 
 
 def _stem(word: str) -> str:
