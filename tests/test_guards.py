@@ -113,6 +113,11 @@ def test_another_form_of_a_word_the_domain_uses_is_not_an_unknown_term(facts_bot
     dosing = ScriptedModel("The maximum daily dose of Quorvane is 35 mg.")
     answer = facts_bot.ask("What is the maximum daily dosing of Quorvane?", model=dosing, conversation=Conversation(0))
     assert answer.covered and dosing.sent > 0 and "35 mg" in answer.text
+    # nor are the words of a quantity ("year-old" is in neither)
+    aged = ScriptedModel("The maximum daily dose of Quorvane is 35 mg.")
+    answer = facts_bot.ask("What is the maximum daily dose of Quorvane for a 40-year-old?", model=aged,
+                           conversation=Conversation(0))
+    assert answer.covered and aged.sent > 0
 
 
 class Listening(ScriptedModel):

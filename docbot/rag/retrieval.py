@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ __all__ = ["Retriever", "Source", "rrf_fuse"]
 
 _RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of the very first ranks
 _POOL = 20  # candidates taken from each ranking before fusing
+_QUANTITY = re.compile(r"\b\d+(?:-[a-z]+)+")  # "10-year-old", "5-day"
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Retriever:
         words. "ibuprofen" in a question about a formulary that never names it is the sign of a question the
         documents do not cover (on the Medical dev set: 11 of 29 off-topic questions, 0 of 30 answerable ones)."""
         vocabulary, common = self.keywords.vocabulary(), self.index.embedder.is_common_word
-        return [w for w in WORD.findall(question.lower()) if len(w) > 3
+        question = _QUANTITY.sub(" ", question.lower())  # "10-year-old" is a quantity: its words name nothing
+        return [w for w in WORD.findall(question) if len(w) > 3
                 and not any(form in vocabulary or common(form) for form in base_forms(w))]
 
 
