@@ -282,7 +282,9 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, in_blo
 def _self_evident(question: str, in_blocks: list[list[str]], embed: Embed) -> str | None:
     """The block sentence nearest `question` of those that state something, when it is `ANSWERS_ITSELF` near."""
     texts = [s for sentences in in_blocks for s in sentences]
-    stated = _nearness(question, texts, embed)[1] if texts else np.array([-np.inf])
+    if not texts:
+        return None
+    stated = _nearness(question, texts, embed)[1]
     return texts[int(stated.argmax())] if stated.max() >= ANSWERS_ITSELF else None
 
 
@@ -305,7 +307,7 @@ def _holding_sentence(question: str, sentence: str, in_blocks: list[list[str]], 
     if not holders:
         return None
     best = holders[int(np.argmax(nearness(question, holders, embed)))]
-    return None if " ".join(best.split()) == " ".join(sentence.strip().split()) else best
+    return None if best.split() == sentence.split() else best
 
 
 def _states(sentence: str) -> bool:
