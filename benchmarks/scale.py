@@ -70,7 +70,7 @@ class CachedEmbedder:
 
     def __init__(self, embedder, path: Path) -> None:
         self.embedder, self.model_id, self.dimension = embedder, embedder.model_id, embedder.dimension
-        self.is_common_word = embedder.is_common_word
+        self.word_pieces = embedder.word_pieces
         self.db = sqlite3.connect(path)
         self.db.execute("CREATE TABLE IF NOT EXISTS v (h TEXT PRIMARY KEY, vec BLOB)")
 

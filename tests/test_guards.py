@@ -118,6 +118,11 @@ def test_another_form_of_a_word_the_domain_uses_is_not_an_unknown_term(facts_bot
     answer = facts_bot.ask("What is the maximum daily dose of Quorvane for a 40-year-old?", model=aged,
                            conversation=Conversation(0))
     assert answer.covered and aged.sent > 0
+    # nor is a user's word built of common ones ("house" + "bound"), which the embedding model spells in two pieces
+    housebound = ScriptedModel("The maximum daily dose of Quorvane is 35 mg.")
+    answer = facts_bot.ask("How much Quorvane may a housebound patient take in a day?", model=housebound,
+                           conversation=Conversation(0))
+    assert answer.covered and housebound.sent > 0
 
 
 class Listening(ScriptedModel):

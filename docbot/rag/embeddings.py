@@ -39,14 +39,12 @@ class Embedder:
         self.batch_size = batch_size
         self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
-        self._vocabulary: frozenset[str] | None = None
 
-    def is_common_word(self, word: str) -> bool:
-        """Whether `word` is a whole word of the model's vocabulary (about 30,000 common English words): names of
-        drugs, places and products mostly are not."""
-        if self._vocabulary is None:  # the tokenizer builds a new 30,000-entry dict on every get_vocab()
-            self._vocabulary = frozenset(self._model.tokenizer.get_vocab())
-        return word.lower() in self._vocabulary
+    def word_pieces(self, word: str) -> int:
+        """How many pieces the model's tokenizer (WordPiece, about 30,000 entries) spells `word` in: 1 for a common
+        word, 2 mostly for one built of common ones ("hand##wash", "freeze##r"), more for names of drugs, places
+        and products ("ib##up##ro##fen")."""
+        return len(self._model.tokenizer.tokenize(word))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 array of shape (len(texts), dimension), each row of unit length (cosine = dot product)."""
