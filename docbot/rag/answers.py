@@ -150,11 +150,12 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     only the blocks left are cited. A follow-up is asked after the exchange it leans on, that turn's blocks
     included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence
     is held back until it is complete: the model's own decline, a sentence the blocks hardly hold
-    (`DECLINE_BELOW`) or one resting on a block sentence that does not speak to the question (`ANSWER_RELEVANCE`)
-    becomes the decline sentence, or the block sentence that answers the question by itself (`ANSWERS_ITSELF`);
-    one copied from a neighbour of the sentence that answers becomes that sentence (`SWAP_MARGIN`), ending the
-    answer; a bare value ("24 hours") becomes the block sentence that holds it (`FRAGMENT_WORDS`); a yes-or-no
-    question that the model declines or answers "yes" or "no" gets the block sentence that settles it.
+    (`DECLINE_BELOW`), one that only says the question back or one resting on a block sentence that does not
+    speak to the question (`ANSWER_RELEVANCE`) becomes the decline sentence, or the block sentence that answers
+    the question by itself (`ANSWERS_ITSELF`); one copied from a neighbour of the sentence that answers becomes
+    that sentence (`SWAP_MARGIN`), ending the answer; a bare value ("24 hours") becomes the block sentence that
+    holds it (`FRAGMENT_WORDS`); a yes-or-no question that the model declines or answers "yes" or "no" gets the
+    block sentence that settles it.
     """
     question = check_question(question)
     embed = _each_text_once(embed)
@@ -204,11 +205,12 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     def review(sentence: str) -> Instead | None:
         """In place of the first sentence: the decline, for the model's own decline or a sentence that speaks of
         what the blocks do not hold (few of its words are in them, or it asserts the question's own words that
-        they never mention) or rests on a sentence that does not speak to the question, unless a block sentence
-        answers the question by itself (`_self_evident`); the block sentence that answers instead of one resting
-        on another (`_answering_sentence`), ending the answer; the block sentence that holds a bare value
-        (`_holding_sentence`), the rest following; before all these, for a yes-or-no question declined or answered
-        "yes" or "no", the block sentence that settles it (`_settling_sentence`). None keeps the sentence."""
+        they never mention), only says the question back (`_echoes`) or rests on a sentence that does not speak
+        to the question, unless a block sentence answers the question by itself (`_self_evident`); the block
+        sentence that answers instead of one resting on another (`_answering_sentence`), ending the answer; the
+        block sentence that holds a bare value (`_holding_sentence`), the rest following; before all these, for a
+        yes-or-no question declined or answered "yes" or "no", the block sentence that settles it
+        (`_settling_sentence`). None keeps the sentence."""
         if not relevant:
             return Instead(declined) if says_not_in_sources(sentence) else None
         in_blocks = [split_sentences(text) for _, text in blocks]
@@ -219,6 +221,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         evidence = check_answer(sentence, blocks)
         if (says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
                 or evidence.score < DECLINE_BELOW or unfounded_words(sentence, asked, blocks)
+                or _echoes(sentence, (asked, standalone))
                 or not _speaks_to((asked, standalone), evidence, in_blocks, embed)):
             return Instead(_self_evident(asked, in_blocks, embed) or declined)
         answering = _answering_sentence(asked, sentence, evidence, in_blocks, embed)
@@ -300,6 +303,15 @@ def _self_evident(question: str, in_blocks: list[list[str]], embed: Embed) -> st
     """The block sentence nearest `question` of those that state something, when it is `ANSWERS_ITSELF` near."""
     nearest = _nearest_stating(question, in_blocks, embed)
     return nearest[0] if nearest is not None and nearest[1] >= ANSWERS_ITSELF else None
+
+
+def _echoes(sentence: str, questions: tuple[str, ...]) -> bool:
+    """Whether every content word of `sentence` is one of the questions' own: it says back what was asked ("Which
+    tests need a blue-top tube?" -> "The laboratory tests need a blue-top tube."). On the dev set (Qwen-0.5B) 4
+    shown first sentences did, all wrong: 3 answers to off-topic questions and "The policy with the code POL-233 is
+    POL-233."."""
+    words = content_stems(sentence)
+    return bool(words) and words <= set().union(*map(content_stems, questions))
 
 
 def _asks_yes_or_no(question: str) -> bool:
