@@ -308,8 +308,8 @@ def _self_evident(question: str, in_blocks: list[list[str]], embed: Embed) -> st
 def _echoes(sentence: str, questions: tuple[str, ...]) -> bool:
     """Whether every content word of `sentence` is one of the questions' own: it says back what was asked ("Which
     tests need a blue-top tube?" -> "The laboratory tests need a blue-top tube."). On the dev set (Qwen-0.5B) 4
-    shown first sentences did, all wrong: 3 answers to off-topic questions and "The policy with the code POL-233 is
-    POL-233."."""
+    shown first sentences did, all wrong: 3 answers to off-topic questions and a policy named by its own code ("The
+    policy with the code POL-233 is POL-233")."""
     words = content_stems(sentence)
     return bool(words) and words <= set().union(*map(content_stems, questions))
 
