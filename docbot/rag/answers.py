@@ -214,12 +214,13 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         if not relevant:
             return Instead(declined) if says_not_in_sources(sentence) else None
         in_blocks = [split_sentences(text) for _, text in blocks]
-        if (_YES_NO_REPLY.match(sentence) or says_not_in_sources(sentence)) and _asks_yes_or_no(asked):
+        declines = says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
+        if (declines or _YES_NO_REPLY.match(sentence)) and _asks_yes_or_no(asked):
             settling = _settling_sentence((asked, standalone), in_blocks, embed)
             if settling is not None:
                 return Instead(settling)
         evidence = check_answer(sentence, blocks)
-        if (says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
+        if (declines
                 or evidence.score < DECLINE_BELOW or unfounded_words(sentence, asked, blocks)
                 or _echoes(sentence, (asked, standalone))
                 or not _speaks_to((asked, standalone), evidence, in_blocks, embed)):
@@ -272,6 +273,11 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, in_blocks: list[l
         if best in sentences:
             i = sentences.index(best)
             texts += [" ".join(sentences[max(i - 1, 0):i + 1]), " ".join(sentences[i:i + 2])]
+    return _reaches_relevance(questions, texts, embed)
+
+
+def _reaches_relevance(questions: tuple[str, ...], texts: list[str], embed: Embed) -> bool:
+    """Whether one of `texts` is `ANSWER_RELEVANCE` near one of `questions` by cosine."""
     vectors = embed([*questions, *texts])
     return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= ANSWER_RELEVANCE
 
@@ -323,10 +329,7 @@ def _settling_sentence(questions: tuple[str, ...], in_blocks: list[list[str]], e
     """The block sentence nearest the first of `questions` of those that state something, when its cosine to one
     of them reaches `ANSWER_RELEVANCE`; else None."""
     nearest = _nearest_stating(questions[0], in_blocks, embed)
-    if nearest is None:
-        return None
-    vectors = embed([nearest[0], *questions])
-    return nearest[0] if float((vectors[1:] @ vectors[0]).max()) >= ANSWER_RELEVANCE else None
+    return nearest[0] if nearest is not None and _reaches_relevance(questions, [nearest[0]], embed) else None
 
 
 def _nearest_stating(question: str, in_blocks: list[list[str]], embed: Embed) -> tuple[str, float] | None:

@@ -73,10 +73,14 @@ class Retriever:
         names it is the sign of a question the documents do not cover; "freezer" or "handwash" in one about a
         cream that "must not be frozen" or "hand washing" is the user's own word for what they hold."""
         vocabulary, pieces = self.keywords.vocabulary(), self.index.embedder.word_pieces
+
+        def unknown(word: str) -> bool:  # in no chunk in any of its forms, and spelled like a name in all of them
+            return all(f not in vocabulary and pieces(f) >= _NAME_PIECES for f in base_forms(word))
+
         question = _QUANTITY.sub(" ", question.lower())  # "10-year-old" is a quantity: its words name nothing
+        # a hyphenated word is known whole ("lilac-top") or by its parts; short parts ("wi-fi", "one-off") name nothing
         return [w for w in WORD.findall(question) if len(w) > 3 and not any(f in vocabulary for f in base_forms(w))
-                and (parts := [part for part in w.split("-") if len(part) > 3])  # "wi-fi", "one-off": short words
-                and all(f not in vocabulary and pieces(f) >= _NAME_PIECES for part in parts for f in base_forms(part))]
+                and (parts := [part for part in w.split("-") if len(part) > 3]) and all(map(unknown, parts))]
 
 
 def rrf_fuse(rankings: list[list[str]], k: int = _RRF_K) -> list[str]:
