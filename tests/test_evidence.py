@@ -164,6 +164,11 @@ def test_split_sentences_keeps_list_items_apart_and_joins_wrapped_lines():
     ("Visitors may come from 14:00 to 20:00 every day.", "When may visitors come?", ()),
     ("The Medical Director is Dr. Imelda Okafor.", "Who is the Medical Director?", ()),  # all in the blocks
     ("Green.", "What colour lanyard do new starters wear?", ()),  # the question's words, not repeated
+    # "here" places the asker, it is no fact: "head" alone is one plain word
+    ("The head of infection control here is Dr. Samuel Achterberg.", "Who's the head of infection control here?",
+     ()),
+    ("The deputy head of infection control is Dr. Samuel Achterberg.",
+     "Who's the deputy head of infection control?", ("deputy", "head")),
 ])
 def test_an_answer_asserting_the_questions_own_words_that_no_block_holds_is_unfounded(claim, question, unfounded):
     assert unfounded_words(claim, question, BLOCKS) == unfounded

@@ -43,6 +43,9 @@ _STOPWORDS = frozenset(
     "those there their they them he she his her we our you your i me my do does did can could should would will "
     "shall may might must not no yes than then so if into about over under what which who whom whose when where "
     "why how all any each per also only just very has have had up out am pm dr mr mrs ms prof".split()
+    # words that place the asker, not the facts: "Who's the head of nursing here?" -> "The head of nursing here is
+    # Tobias Wrenfield." is no claim about a "here" the documents never mention
+    + "here now".split()
     # words an answer uses to talk about its sources rather than to state a fact
     + "according answer based block blocks context document documents information mention mentioned note "
       "provide provided question say says state stated states text".split())
