@@ -77,9 +77,9 @@ def test_user_pairs_are_kept_verbatim_and_chat_prompts_match_the_bot(prepared):
         assert len(match) == 1 and match[0]["messages"][-2]["content"].endswith(pair["question"])
     plain = next(r for r in chat if not r["raft"])
     assert plain["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
-    assert "<<<BLOCK 1 (" in plain["messages"][1]["content"] and "<<<BLOCK 2" not in plain["messages"][1]["content"]
+    assert "<<<BLOCK 1>>>" in plain["messages"][1]["content"] and "<<<BLOCK 2" not in plain["messages"][1]["content"]
     raft = [r for r in chat if r["raft"] and not r["declines"]]
-    assert raft and all("<<<BLOCK 2 (" in r["messages"][1]["content"] for r in raft)
+    assert raft and all("<<<BLOCK 2>>>" in r["messages"][1]["content"] for r in raft)
 
 
 def test_a_stated_share_of_examples_teaches_the_decline_on_other_documents_blocks(prepared):

@@ -29,13 +29,18 @@ _DELIMITER = re.compile(r"<{2,}|>{2,}")  # our block markers use <<< >>>; a chun
 _CONTROL_TOKEN = re.compile(r"<(?=\|[^\s<>|]{1,64}\|>|/?[A-Za-z_][\w.-]{0,63}>)")
 
 
-Block = tuple[str, str]  # (label, text): the label is the "file p.N" a block is cited by
+Block = tuple[str, str]  # (label, text): the label is the "file p.N" a block is cited by, not in the prompt
 
 
 def context_blocks(blocks: Sequence[Block]) -> str:
-    """Numbered blocks, each headed by its label; labels and texts cannot forge a marker or a control token."""
-    return "\n\n".join(f"<<<BLOCK {n} ({_defuse(label)})>>>\n{_defuse(text.strip())}\n<<<END BLOCK {n}>>>"
-                         for n, (label, text) in enumerate(blocks, start=1))
+    """Numbered blocks; their texts cannot forge a marker or a control token. The labels stay out: the answer's
+    sources are cited from the blocks, not by the model, and a label costs ~7 prompt tokens. Measured on the
+    Medical dev set (Qwen-0.5B, 30 questions asked both ways in one process): first text p50 1.89 s against 2.05 s
+    (176 prompt tokens against 189); the whole dev set answered 77/110, wrongly declined 21/110, declined 82/99
+    off-topic questions and resolved 62/72 pairs, against 78/110, 21/110, 82/99 and 62/72 with the labels.
+    Dropping the end markers too (one closing marker after the last block) lost 7 answers."""
+    return "\n\n".join(f"<<<BLOCK {n}>>>\n{_defuse(text.strip())}\n<<<END BLOCK {n}>>>"
+                         for n, (_, text) in enumerate(blocks, start=1))
 
 
 def _defuse(text: str) -> str:
