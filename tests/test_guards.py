@@ -52,6 +52,17 @@ def test_a_scripted_looping_model_is_stopped_through_the_answer_path(facts_bot):
     assert count_loops(answer.guard.raw) == 0  # the model was closed before it could loop three times
 
 
+def test_a_loop_completed_by_the_sentence_shown_in_the_first_ones_place_is_cut(facts_bot):
+    # "35 mg." is shown as the block sentence that holds it; with it, the model's next two sentences make a third
+    # run of "daily dose of Quorvane is 35" that the model's own stream holds only twice
+    model = ScriptedModel("35 mg. The daily dose of Quorvane is 35 mg for adults. So the daily dose of Quorvane is "
+                          "35 mg in all. It is taken with food.")
+    answer = facts_bot.ask(FACTS[1][0], model=model, conversation=Conversation(0))
+    assert answer.text.startswith("The maximum daily dose of Quorvane is 35 mg. The daily dose of Quorvane is 35 mg")
+    assert count_loops(answer.guard.raw) == 0 and count_loops(answer.text) == 0
+    assert answer.guard.fired == "looping phrase" and "taken with food" not in answer.text
+
+
 def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
     declining = ScriptedModel("That is not in the documents. It may be in another source.", piece=2)
     answer = facts_bot.ask("What is the fire code at Velmora on Sundays?", model=declining,

@@ -192,8 +192,14 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         messages = build_messages(asked, blocks, earlier)
     provider = model()
     guard = GuardReport()
+    # the guard again on what is shown: a block sentence put in the first one's place is words the model did not
+    # write, and with the model's next ones it can complete a loop that the model's own stream does not hold
+    # (SmolLM2 on dev: "New staff wear a green lanyard during their first 4 weeks." and three more sentences
+    # around the same words)
+    shown = GuardReport()
 
     def done(answer: StreamingAnswer) -> None:
+        guard.fired = guard.fired or shown.fired
         if answer.text == declined:
             answer.covered, answer.sources = False, []
         elif relevant:
@@ -231,7 +237,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         holding = _holding_sentence(asked, sentence, in_blocks, embed)
         return None if holding is None else Instead(holding, final=False)
 
-    pieces = checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), review)
+    pieces = guarded(checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), review), shown)
     answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
     return answer if stream else answer.finished()
 
