@@ -124,7 +124,8 @@ class ConfigurableDocBot:
             unknown_terms=retriever.unknown_terms, model=(lambda: model) if model is not None else (lambda: self.provider),
             conversation=self.conversation if conversation is None else conversation,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
-            domain=self.domain, embed=self.embedder.embed, context_chars=self.config.context_chars, stream=stream)
+            domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars,
+            stream=stream)
         self.last_answer = answer
         return answer
 
@@ -150,7 +151,7 @@ class ConfigurableDocBot:
             retriever.index.all_chunks(), domain=domain, config=self.config, provider=self.provider,
             retrieve=lambda q: retriever.search(q, self.config.top_k), generator=generator,
             notebook_overrides=notebook_overrides, qa_pairs=qa_pairs, formats=formats, max_examples=max_examples,
-            embed=self.embedder.embed, held_out=held_out, progress=progress)
+            embed=self.embedder.embed_remembered, held_out=held_out, progress=progress)
 
     def train(self, max_steps: int = -1, resume: bool = True, early_stopping_patience: int | None = None,
               **overrides: object) -> ModelVersion:

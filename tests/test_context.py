@@ -47,3 +47,21 @@ def test_training_rows_carry_the_prompt_an_answer_would_get(embed):
     row = to_row(record, "chat", context_chars=120, embed=embed)
     expected = build_messages(record.question, select_context(record.question, [chunk.block], 120, embed))
     assert row["messages"][:-1] == expected and "access log" not in row["messages"][0]["content"]
+
+
+def test_sentence_vectors_are_remembered_between_answers_within_a_bound():
+    from docbot.rag.embeddings import Embedder
+
+    embedder, embedded = Embedder(), []
+    real = embedder.embed
+    embedder.embed = lambda texts: embedded.extend(texts) or real(texts)
+    embedder.REMEMBERED = 3
+    first = embedder.embed_remembered(["Adult records are kept for 8 years.", "The alarm sounds."])
+    again = embedder.embed_remembered(["The alarm sounds.", "Adult records are kept for 8 years.", "A new one."])
+    assert embedded == ["Adult records are kept for 8 years.", "The alarm sounds.", "A new one."]
+    assert (again[:2] == first[::-1]).all()
+    afresh = real(["The alarm sounds.", "Adult records are kept for 8 years.", "A new one."])
+    assert min((again * afresh).sum(axis=1)) > 0.99  # the same vectors (up to batch padding in bfloat16)
+    embedder.embed_remembered(["Fourth."])  # the least recently used is forgotten: "The alarm sounds."
+    embedder.embed_remembered(["The alarm sounds.", "A new one."])
+    assert embedded[-2:] == ["Fourth.", "The alarm sounds."]

@@ -158,7 +158,6 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     block sentence that settles it.
     """
     question = check_question(question)
-    embed = _each_text_once(embed)
     readings = conversation.readings(question, embed)
     earlier = conversation.exchange_before(question)
     standalone = readings[0]
@@ -240,19 +239,6 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     pieces = guarded(checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), review), shown)
     answer = StreamingAnswer(pieces, relevant, str(provider), on_done=done, guard=guard)
     return answer if stream else answer.finished()
-
-
-def _each_text_once(embed: Embed) -> Embed:
-    """`embed` remembering what it embedded: one answer embeds its blocks' sentences to choose its context, and the
-    same sentences again to check its first sentence."""
-    vectors: dict[str, np.ndarray] = {}
-
-    def embed_once(texts: list[str]) -> np.ndarray:
-        new = [text for text in dict.fromkeys(texts) if text not in vectors]
-        if new:
-            vectors.update(zip(new, embed(new)))
-        return np.stack([vectors[text] for text in texts]) if texts else embed(texts)
-    return embed_once
 
 
 def _relevant(query: str, found: list[Source], threshold: float, embed: Embed) -> list[Source]:

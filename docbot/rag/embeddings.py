@@ -9,6 +9,7 @@ indexes built either way are interchangeable.
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Embedder:
     # at cosine 0.993, README), so a collection is only queried by the backend that filled it. bf16 and float32
     # runs of this one are interchangeable (module docstring).
     backend = "sentence-transformers"
+    REMEMBERED = 4096  # vectors `embed_remembered` keeps: 6 MB for MiniLM's 384 floats, a few domains' sentences
 
     # Chunks per forward pass. Each batch is padded to its longest chunk; smaller batches of length-sorted chunks
     # waste less and stay in cache: 16 embedded 600 chunks of 1,000 characters 1.3x faster than 128 (fp32, 2 cores:
@@ -39,6 +41,7 @@ class Embedder:
         self.batch_size = batch_size
         self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
+        self._remembered: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def word_pieces(self, word: str) -> int:
         """How many pieces the model's tokenizer (WordPiece, about 30,000 entries) spells `word` in: 1 for a common
@@ -56,6 +59,23 @@ class Embedder:
             vectors = self._model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
                                          normalize_embeddings=False, show_progress_bar=False)
             return torch.nn.functional.normalize(vectors.float(), dim=-1).numpy()
+
+    def embed_remembered(self, texts: list[str]) -> np.ndarray:
+        """`embed`, remembering the last `REMEMBERED` texts' vectors: an answer embeds its blocks' sentences to
+        choose its context and again to check its first sentence, the next questions on the same documents meet
+        many of the same sentences, and so do the training rows of one chunk. Measured on 20 Medical dev questions
+        (Qwen-0.5B on llama.cpp, 2 cores, each way twice in alternating processes): 35.4 s against 37.0 s in all,
+        first text p50 1.68 s against 1.80 s, the same answers."""
+        if not texts:
+            return self.embed(texts)
+        new = [text for text in dict.fromkeys(texts) if text not in self._remembered]
+        self._remembered.update(zip(new, self.embed(new)))
+        for text in texts:
+            self._remembered.move_to_end(text)
+        vectors = np.stack([self._remembered[text] for text in texts])
+        while len(self._remembered) > self.REMEMBERED:
+            self._remembered.popitem(last=False)
+        return vectors
 
     def embed_question(self, question: str) -> np.ndarray:
         """One unit-length row for a search question, computed on `_QUESTION_THREADS` threads. Only the search
