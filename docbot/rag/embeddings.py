@@ -9,6 +9,7 @@ indexes built either way are interchangeable.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,7 @@ class Embedder:
         self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
         self._remembered: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._remembering = threading.Lock()  # two threads asking one bot must not forget each other's vectors
 
     def word_pieces(self, word: str) -> int:
         """How many pieces the model's tokenizer (WordPiece, about 30,000 entries) spells `word` in: 1 for a common
@@ -70,14 +72,15 @@ class Embedder:
         answered from a near block)."""
         if not texts:
             return self.embed(texts)
-        new = [text for text in dict.fromkeys(texts) if text not in self._remembered]
-        self._remembered.update(zip(new, self.embed(new)))
-        for text in texts:
-            self._remembered.move_to_end(text)
-        vectors = np.stack([self._remembered[text] for text in texts])
-        while len(self._remembered) > self.REMEMBERED:
-            self._remembered.popitem(last=False)
-        return vectors
+        with self._remembering:
+            new = [text for text in dict.fromkeys(texts) if text not in self._remembered]
+            self._remembered.update(zip(new, self.embed(new)))
+            for text in texts:
+                self._remembered.move_to_end(text)
+            vectors = np.stack([self._remembered[text] for text in texts])
+            while len(self._remembered) > self.REMEMBERED:
+                self._remembered.popitem(last=False)
+            return vectors
 
     def embed_question(self, question: str) -> np.ndarray:
         """One unit-length row for a search question, computed on `_QUESTION_THREADS` threads. Only the search
