@@ -121,12 +121,10 @@ class ConfigurableDocBot:
         k = k or self.config.top_k
         answer = answer_question(
             question, search=(lambda query: retriever.search(query, k, hybrid)) if retrieval else None,
-            unknown_terms=retriever.unknown_terms,
-            model=(lambda: model) if model is not None else (lambda: self.provider),
-            conversation=self.conversation if conversation is None else conversation,
+            unknown_terms=retriever.unknown_terms, model=lambda: self.provider if model is None else model,
+            conversation=self.conversation if conversation is None else conversation, stream=stream,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
-            domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars,
-            stream=stream)
+            domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars)
         self.last_answer = answer
         return answer
 
