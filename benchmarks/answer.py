@@ -9,8 +9,9 @@ of the set, each asked afresh with `bot.ask(q, stream=True)`:
 - whole answer: from the call to the last piece;
 - peak memory: the process's maximum resident set size.
 Configurations: the default (Qwen2.5-Coder-0.5B on llama.cpp), the same model de-quantized on transformers, SmolLM2
-on both runtimes, and the old default (SmolLM2 on transformers, one whole block). The ratios compare the runtimes on
-the same model.
+on both runtimes, the old default (SmolLM2 on transformers, one whole block) and the optional Qwen2.5-Coder-1.5B on
+llama.cpp (`scripts/setup.sh --larger-model`). The ratios compare the runtimes on the same model, and the larger
+model with the default.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-QWEN, SMOL = "Qwen2.5-Coder-0.5B-Instruct", "SmolLM2-135M-Instruct"
+QWEN, SMOL, LARGER = "Qwen2.5-Coder-0.5B-Instruct", "SmolLM2-135M-Instruct", "Qwen2.5-Coder-1.5B-Instruct"
 CONFIGS = {  # name -> (provider, model, overrides)
     "default: Qwen-0.5B on llama.cpp": ("llamacpp", QWEN, {}),
     "Qwen-0.5B on transformers": ("transformers", QWEN, {}),
     "SmolLM2 on llama.cpp": ("llamacpp", SMOL, {}),
     "SmolLM2 on transformers": ("transformers", SMOL, {}),
     "old default: SmolLM2, transformers, one whole block": ("transformers", SMOL, {"top_k": 1, "context_chars": 0}),
+    "optional: Qwen-1.5B on llama.cpp": ("llamacpp", LARGER, {}),
 }
 
 
@@ -70,9 +72,11 @@ def main() -> None:
     for fast, slow in pairs:
         if fast in rows and slow in rows:
             print(f"whole answers, {slow} / {fast}: {sum(rows[slow]['whole']) / sum(rows[fast]['whole']):.2f}x")
-    old, new = "old default: SmolLM2, transformers, one whole block", "default: Qwen-0.5B on llama.cpp"
-    if old in rows and new in rows:
-        print(f"whole answers, old default / default: {sum(rows[old]['whole']) / sum(rows[new]['whole']):.2f}x")
+    new = "default: Qwen-0.5B on llama.cpp"
+    for other in ("old default: SmolLM2, transformers, one whole block", "optional: Qwen-1.5B on llama.cpp"):
+        if other in rows and new in rows:
+            print(f"whole answers, {other.split(':')[0]} / default: "
+                  f"{sum(rows[other]['whole']) / sum(rows[new]['whole']):.2f}x")
 
 
 def run_one(args) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .bot import ConfigurableDocBot
 from .config import settings_file
 from .errors import DocbotError
-from .providers import PROVIDER_CHOICES
+from .providers import PACKAGED_MODELS, PROVIDER_CHOICES
 from .rag.evidence import highlight
 
 __all__ = ["main"]
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", help="domain to start with (a folder name under the documents folder)")
     parser.add_argument("--docs", help="folder of the domain's documents (default: Documents/<DOMAIN>)")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, help="model provider")
-    parser.add_argument("--model", help="model folder or hub id (transformers), or model name (ollama)")
+    parser.add_argument("--model", help=f"a packaged model ({', '.join(PACKAGED_MODELS)}), a .gguf file "
+                        f"(llamacpp), a model folder or hub id (transformers), or a model name (ollama)")
     args = parser.parse_args(argv)
     _setup_logging()
     history = _setup_readline()

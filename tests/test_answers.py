@@ -1,5 +1,6 @@
 """Answer quality with the default model (Qwen2.5-Coder-0.5B-Instruct through llama.cpp) on the sample Medical
-domain, typed into the chatbot as a user would: facts, a follow-up, a brief new topic, a decline, no loop."""
+domain, typed into the chatbot as a user would: facts, a follow-up, a brief new topic, a decline, no loop. The
+five-turn session is also typed with the optional Qwen2.5-Coder-1.5B-Instruct, chosen by name."""
 
 from __future__ import annotations
 
@@ -38,16 +39,18 @@ def default_bot(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_five_turn_session_typed_into_the_chatbot(tmp_path):
+@pytest.mark.parametrize("model", [None, "Qwen2.5-Coder-1.5B-Instruct"])  # the default; the larger one, by name
+def test_the_five_turn_session_typed_into_the_chatbot(tmp_path, model):
     env = {**os.environ, "DOCBOT_CONFIG": str(REPO / "fine_tuning_config.py"), "NO_COLOR": "1",
            "DOCBOT_HISTORY": str(tmp_path / "history"), "DOCBOT_HOME": str(tmp_path / "home")}
     (tmp_path / "Documents").symlink_to(REPO / "Documents")
-    (tmp_path / "models").symlink_to(REPO / "models")
+    (tmp_path / "models").symlink_to(REPO / "models")  # the larger model's parts are joined there once, as for a user
     typed = "".join(f"{question}\n" for question, _, _ in SESSION) + "quit\n"
-    done = subprocess.run([sys.executable, str(REPO / "rag_chat.py"), "--provider", "llamacpp"], input=typed,
+    done = subprocess.run([sys.executable, str(REPO / "rag_chat.py"), "--provider", "llamacpp",
+                           *(["--model", model] if model else [])], input=typed,
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "model: llamacpp:Qwen2.5-Coder-0.5B-Instruct" in done.stderr
+    assert f"model: llamacpp:{model or 'Qwen2.5-Coder-0.5B-Instruct'}" in done.stderr
     replies = done.stdout.split("medical> ")[1:len(SESSION) + 1]
     for (question, facts, source), reply in zip(SESSION, replies):
         answer = reply.split("\nEvidence:")[0].split("\nSources")[0].split("\nNot found")[0]
