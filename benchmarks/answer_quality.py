@@ -71,7 +71,7 @@ def main() -> None:
             t = time.perf_counter()
             a = bot.ask(q.question, conversation=Conversation(0))
             rows.append({"question": q.question, "gold": q.answer, "reply": a.text, "covered": a.covered,
-                         "raw_loops": count_loops(a.guard.raw), "guard": a.guard.fired,
+                         "raw": a.guard.raw, "raw_loops": count_loops(a.guard.raw), "guard": a.guard.fired,
                          "seconds": round(time.perf_counter() - t, 2)})
             print("." if a.covered else "d", end="", flush=True)
         pairs = []
