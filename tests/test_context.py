@@ -49,13 +49,10 @@ def test_training_rows_carry_the_prompt_an_answer_would_get(embed):
     assert row["messages"][:-1] == expected and "access log" not in row["messages"][0]["content"]
 
 
-def test_sentence_vectors_are_remembered_between_answers_within_a_bound():
-    from docbot.rag.embeddings import Embedder
-
-    embedder, embedded = Embedder(), []
-    real = embedder.embed
-    embedder.embed = lambda texts: embedded.extend(texts) or real(texts)
-    embedder.REMEMBERED = 3
+def test_sentence_vectors_are_remembered_between_answers_within_a_bound(embedder, monkeypatch):
+    embedded, real = [], embedder.embed
+    monkeypatch.setattr(embedder, "embed", lambda texts: embedded.extend(texts) or real(texts))
+    monkeypatch.setattr(embedder, "REMEMBERED", 3)
     first = embedder.embed_remembered(["Adult records are kept for 8 years.", "The alarm sounds."])
     again = embedder.embed_remembered(["The alarm sounds.", "Adult records are kept for 8 years.", "A new one."])
     assert embedded == ["Adult records are kept for 8 years.", "The alarm sounds.", "A new one."]
