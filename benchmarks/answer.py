@@ -67,16 +67,13 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<46} {r['load']:>7.2f} {statistics.median(r['first']):>17.2f} "
               f"{statistics.median(r['whole']):>12.2f} {sum(r['whole']):>12.1f} {r['peak_mb']:>8.0f}")
-    pairs = [("default: Qwen-0.5B on llama.cpp", "Qwen-0.5B on transformers"),
-             ("SmolLM2 on llama.cpp", "SmolLM2 on transformers")]
-    for fast, slow in pairs:
-        if fast in rows and slow in rows:
-            print(f"whole answers, {slow} / {fast}: {sum(rows[slow]['whole']) / sum(rows[fast]['whole']):.2f}x")
-    new = "default: Qwen-0.5B on llama.cpp"
-    for other in ("old default: SmolLM2, transformers, one whole block", "optional: Qwen-1.5B on llama.cpp"):
-        if other in rows and new in rows:
-            print(f"whole answers, {other.split(':')[0]} / default: "
-                  f"{sum(rows[other]['whole']) / sum(rows[new]['whole']):.2f}x")
+    default = "default: Qwen-0.5B on llama.cpp"
+    pairs = [(default, "Qwen-0.5B on transformers"), ("SmolLM2 on llama.cpp", "SmolLM2 on transformers"),
+             (default, "old default: SmolLM2, transformers, one whole block"),
+             (default, "optional: Qwen-1.5B on llama.cpp")]
+    for base, other in pairs:
+        if base in rows and other in rows:
+            print(f"whole answers, {other} / {base}: {sum(rows[other]['whole']) / sum(rows[base]['whole']):.2f}x")
 
 
 def run_one(args) -> None:
