@@ -1,125 +1,164 @@
-"""Answer quality through docbot's own answer path: accuracy, declines, loops, follow-ups; and a plain pipeline.
+"""Answer quality on the suite's domains: docbot's answer path beside the fair plain baseline, one table.
 
-    python benchmarks/answer_quality.py [--set dev|test] [--provider llamacpp] [--model NAME] [--top-k K]
-                                        [--plain] [--limit N]
+    python benchmarks/answer_quality.py --suite [--split dev] [--pipelines docbot,baseline] [--out FILE]
+    python benchmarks/answer_quality.py --domains medical,git [--full] [--model NAME] [--top-k K] ...
 
-For the domain's answerable questions: the share whose reply contains the gold answer (case-insensitive) and the
-share wrongly declined; for its off-topic questions (no gold answer): the share declined. Loops are counted on
-the model's raw stream before the guard (a run of 6 words seen 3 or more times), with how often the guard fired.
-The multi-turn set (`<domain>_turns_<set>.jsonl`): a pair is resolved when the reply to `then` contains the gold
-answer and cites the gold source. `--plain` also runs the plain pipeline on the same questions and model: the top
-4 chunks by vectors alone, one prompt, no guards, no decline rule. Tune on dev; report test once.
+The domains, their kinds, files and seeded sample sizes are `eval_sets/suite.json`; the baseline and the scores are
+`benchmarks/suite.py` (eval_sets/README.md says what each figure means). Each figure is printed per domain and
+pooled per kind of domain, with its 95% interval, on the text shown and on the model's own text before anything
+replaced it, with the median seconds to the first text and to the whole answer. Choose on dev; the sealed test
+splits (`--split test`) run once, at the end of an issue, with `--final`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.suite import (BASELINE_DECLINE, BASELINE_K, FIGURES, KINDS, Split, baseline_message,  # noqa: E402
+                              cell, figures, load_splits, outcome)
 from docbot import ConfigurableDocBot, Conversation  # noqa: E402
-from docbot.rag.guards import count_loops  # noqa: E402
-from docbot.tuning.scoring import load_questions  # noqa: E402
+from docbot.rag.evidence import says_not_in_sources  # noqa: E402
 
-PLAIN_K = 4
-
-
-def contains(reply: str, gold: str) -> bool:
-    return " ".join(gold.lower().split()) in " ".join(reply.lower().split())
+PIPELINES = ("docbot", "baseline")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="dev", choices=("dev", "test"))
-    parser.add_argument("--domain", default="medical")
+    parser.add_argument("--suite", action="store_true", help="every domain of the suite")
+    parser.add_argument("--domains", default=None, help="only these domains, comma-separated")
+    parser.add_argument("--split", default="dev", choices=("dev", "test"))
+    parser.add_argument("--final", action="store_true", help="allow the sealed test splits (run them once)")
+    parser.add_argument("--full", action="store_true", help="every question of the split, not the seeded sample")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="docbot, baseline or both")
     parser.add_argument("--provider", default="llamacpp")
     parser.add_argument("--model", default=None, help="default: the config's answer model")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None, help="relevance threshold (default: config)")
-    parser.add_argument("--plain", action="store_true", help="also run the plain pipeline")
-    parser.add_argument("--limit", type=int, default=0, help="at most N questions per set (0: all)")
-    parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: the config's)")
     parser.add_argument("--context-chars", type=int, default=None, help="characters kept per block (default: config)")
+    parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     args = parser.parse_args()
+    if not args.suite and not args.domains:
+        parser.error("name --domains, or run the whole --suite")
+    if args.split == "test" and not args.final:
+        parser.error("the sealed test splits run once, at the end of an issue: add --final to run them")
+    pipelines = args.pipelines.split(",")
+    if not set(pipelines) <= set(PIPELINES):
+        parser.error(f"--pipelines: choose among {', '.join(PIPELINES)}")
     overrides = {k: v for k, v in (("top_k", args.top_k), ("relevance_threshold", args.threshold),
                                    ("n_threads", args.threads), ("context_chars", args.context_chars))
                  if v is not None}
-    questions = load_questions(ROOT / "eval_sets" / f"{args.domain}_{args.set}.jsonl")
-    turns_file = ROOT / "eval_sets" / f"{args.domain}_turns_{args.set}.jsonl"
-    turns = [json.loads(line) for line in turns_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if args.limit:
-        questions, turns = questions[:args.limit], turns[:args.limit]
-    with tempfile.TemporaryDirectory(prefix="docbot-quality-") as index_dir:
+    splits = load_splits(args.split, args.domains.split(",") if args.domains else None, sampled=not args.full)
+    started, rows = time.perf_counter(), []
+    with tempfile.TemporaryDirectory(prefix="docbot-suite-") as index_dir:
         bot = ConfigurableDocBot(provider=args.provider, model=args.model, index_dir=index_dir,
-                                 documents_dir=str(ROOT / "Documents"), models_dir=str(ROOT / "models"),
-                                 **overrides)
-        bot.load_domain(args.domain, progress=False)
-        t = time.perf_counter()
-        model = bot.provider
-        print(f"model {model} (loaded in {time.perf_counter() - t:.1f} s); {args.set} set: {len(questions)} "
-              f"questions, {len(turns)} turn pairs; top_k {bot.config.top_k}, threshold "
-              f"{bot.config.relevance_threshold}, context_chars {bot.config.context_chars}", flush=True)
-        rows, started = [], time.perf_counter()
-        for q in questions:
-            t = time.perf_counter()
-            a = bot.ask(q.question, conversation=Conversation(0))
-            rows.append({"question": q.question, "gold": q.answer, "reply": a.text, "covered": a.covered,
-                         "raw": a.guard.raw, "raw_loops": count_loops(a.guard.raw), "guard": a.guard.fired,
-                         "seconds": round(time.perf_counter() - t, 2)})
-            print("." if a.covered else "d", end="", flush=True)
-        pairs = []
-        for pair in turns:
-            chat = Conversation(bot.config.history_turns)
-            bot.ask(pair["first"], conversation=chat)
-            a = bot.ask(pair["then"], conversation=chat)
-            pairs.append({**pair, "reply": a.text, "cited": [s.file for s in a.sources],
-                          "resolved": contains(a.text, pair["answer"]) and pair["source"] in [s.file for s in
-                                                                                            a.sources]})
-        report = summarise("docbot", rows, pairs)
-        report["seconds"] = round(time.perf_counter() - started, 1)
-        results = [report]
-        if args.plain:
-            results.append(summarise("plain", [plain(bot, model, q) for q in questions], None))
-    print(f"\n{'pipeline':<8} {'answered':>9} {'wrongly declined':>17} {'off-topic declined':>19} "
-          f"{'raw loops':>10} {'guard fired':>12} {'turns resolved':>15}")
-    for r in results:
-        print(f"{r['name']:<8} {r['answered']:>9} {r['wrongly_declined']:>17} {r['declined']:>19} "
-              f"{r['raw_loops']:>10} {r['guard_fired']:>12} {r['turns']:>15}")
+                                 models_dir=str(ROOT / "models"), **overrides)
+        print(f"model {bot.provider}; {args.split} split, {sum(len(s.questions) for s in splits)} questions and "
+              f"{sum(len(s.pairs) for s in splits)} pairs in {len(splits)} domains; top_k {bot.config.top_k}, "
+              f"threshold {bot.config.relevance_threshold}, context_chars {bot.config.context_chars}",
+              file=sys.stderr, flush=True)
+        for split in splits:
+            rows += run_split(bot, split, pipelines)
+    print(f"{len(rows)} replies in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print_tables(rows, splits, pipelines)
     if args.out:
-        Path(args.out).write_text(json.dumps({"rows": rows, "pairs": pairs, "results": results}, indent=1))
+        Path(args.out).write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-def plain(bot: ConfigurableDocBot, model, q) -> dict:
-    """The plain pipeline: vectors alone, the top 4 chunks, one prompt, no guards and no decline rule."""
-    hits = bot.retrieve(q.question, PLAIN_K, hybrid=False)
-    context = "\n\n".join(h.text for h in hits)
-    reply = model.generate([{"role": "user", "content": f"Context:\n{context}\n\nQuestion: {q.question}"}],
-                           bot.config.max_new_tokens)
-    return {"question": q.question, "gold": q.answer, "reply": reply, "covered": True,
-            "raw_loops": count_loops(reply), "guard": None}
+def run_split(bot: ConfigurableDocBot, split: Split, pipelines: list[str]) -> list[dict]:
+    """Every question and pair of `split` through each pipeline, as scored rows."""
+    bot.load_domain(split.domain, split.documents, progress=False)
+    asks = {"docbot": (ask_docbot, lambda: Conversation(bot.config.history_turns)), "baseline": (ask_baseline, list)}
+    rows = []
+    with tqdm(total=(len(split.questions) + 2 * len(split.pairs)) * len(pipelines), desc=split.domain,
+              file=sys.stderr) as bar:
+        for name in pipelines:
+            ask, new_chat = asks[name]
+            for q in split.questions:
+                rows.append(scored(split, name, q.id, q.question, q.gold, ask(bot, q.question, new_chat()),
+                                   pair=False))
+                bar.update()
+            for p in split.pairs:
+                chat = new_chat()
+                ask(bot, p.first, chat)
+                rows.append(scored(split, name, p.id, f"{p.first} | {p.then}", p.gold, ask(bot, p.then, chat),
+                                   pair=True))
+                bar.update(2)
+    return rows
 
 
-def summarise(name: str, rows: list[dict], pairs: list[dict] | None) -> dict:
-    answerable = [r for r in rows if r["gold"] is not None]
-    off_topic = [r for r in rows if r["gold"] is None]
+def scored(split: Split, pipeline: str, id_: str, question: str, gold, reply: dict, pair: bool) -> dict:
+    return {"domain": split.domain, "kind": split.kind, "pipeline": pipeline, "id": id_, "question": question,
+            "gold": [list(answer) for answer in gold], "pair": pair, **reply,
+            "shown": outcome(reply["text"], reply["declined"], gold),
+            "raw": outcome(reply["raw_text"], reply["raw_declined"], gold)}
 
-    def share(part: int, whole: int) -> str:
-        return f"{part}/{whole} {part / whole:.0%}" if whole else "-"
 
-    return {"name": name,
-            "answered": share(sum(contains(r["reply"], r["gold"]) for r in answerable), len(answerable)),
-            "wrongly_declined": share(sum(not r["covered"] for r in answerable), len(answerable)),
-            "declined": share(sum(not r["covered"] for r in off_topic), len(off_topic)),
-            "raw_loops": sum(r["raw_loops"] > 0 for r in rows),
-            "guard_fired": sum(bool(r["guard"]) for r in rows),
-            "turns": share(sum(p["resolved"] for p in pairs), len(pairs)) if pairs is not None else "-"}
+def ask_docbot(bot: ConfigurableDocBot, question: str, chat: Conversation) -> dict:
+    """docbot's own answer path, streamed: the text shown, and the model's own text (empty when it was not asked)."""
+    t = time.perf_counter()
+    answer, first = bot.ask(question, stream=True, conversation=chat), None
+    for piece in answer:
+        if first is None and piece.strip():
+            first = time.perf_counter() - t
+    raw = answer.guard.raw
+    return {"text": answer.text.strip(), "declined": not answer.covered, "raw_text": raw.strip(),
+            "raw_declined": not raw.strip() or says_not_in_sources(raw), "guard": answer.guard.fired,
+            "sources": [s.file for s in answer.sources], "first_s": first, "whole_s": time.perf_counter() - t}
+
+
+def ask_baseline(bot: ConfigurableDocBot, question: str, chat: list[dict]) -> dict:
+    """The fair plain baseline: the top `BASELINE_K` blocks of docbot's retrieval for the question as typed, one
+    user message after the conversation's earlier messages (`chat`, extended here), nothing checked or replaced."""
+    t = time.perf_counter()
+    blocks = bot.retrieve(question, BASELINE_K)
+    messages = [*chat, baseline_message(question, [b.text for b in blocks])]
+    parts, first = [], None
+    for piece in bot.provider.stream(messages, bot.config.max_new_tokens):
+        if first is None and piece.strip():
+            first = time.perf_counter() - t
+        parts.append(piece)
+    reply = "".join(parts).strip()
+    chat += [messages[-1], {"role": "assistant", "content": reply}]
+    return {"text": reply, "declined": BASELINE_DECLINE in reply, "raw_text": reply,
+            "raw_declined": BASELINE_DECLINE in reply, "guard": None, "sources": [b.file for b in blocks],
+            "first_s": first, "whole_s": time.perf_counter() - t}
+
+
+def print_tables(rows: list[dict], splits: list[Split], pipelines: list[str]) -> None:
+    """One table per view: a row per domain and pipeline, then the pooled rows of each kind of domain."""
+    groups = [(s.domain, [r for r in rows if r["domain"] == s.domain]) for s in splits]
+    groups += [(f"{kind} (pooled)", [r for r in rows if r["kind"] == kind]) for kind in KINDS
+               if any(s.kind == kind for s in splits)]
+    for view, title in (("shown", "the text shown"), ("raw", "the model's own text")):
+        print(f"\nScored on {title} (count/of, share [95% interval]):")
+        header = ["domain", "pipeline", *FIGURES, "first text p50", "whole p50"]
+        table = [header]
+        for name, group in groups:
+            for pipeline in pipelines:
+                mine = [r for r in group if r["pipeline"] == pipeline]
+                counts = figures(mine, view)
+                table.append([name, pipeline, *(cell(*counts[f]) for f in FIGURES),
+                              _median(r["first_s"] for r in mine), _median(r["whole_s"] for r in mine)])
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+
+
+def _median(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{statistics.median(values):.2f} s" if values else "-"
 
 
 if __name__ == "__main__":
