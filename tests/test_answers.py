@@ -15,12 +15,13 @@ from conftest import REPO, ScriptedModel
 from docbot import Conversation
 from docbot.rag.prompts import NOT_COVERED
 
-SESSION = [  # (typed, facts the answer must contain, the file it must cite; None: a decline)
-    ("What is the maximum daily dose of Zorvexin for adults?", ["40 mg"], "formulary.pdf"),
-    ("How long are children's records kept?", ["25th birthday"], "patient_records.md"),  # brief, a new topic
-    ("Who reviews the access log, and how often?", ["Records Officer", "every week"], "patient_records.md"),
-    ("and how often must passwords be changed?", ["90 days"], "patient_records.md"),  # leans on the turn before
-    ("What is the capital of France?", [], None),
+SESSION = [  # dev items (eval_sets/medical*_dev.jsonl): (typed, facts the answer must contain, the file it must
+    # cite; None: a decline)
+    ("What illness is Calyprane used to treat?", ["Tallis fever"], "formulary.pdf"),
+    ("How long are deceased patients' records kept?", ["10 years"], "patient_records.md"),  # a new topic
+    ("Who reviews the ClearChart access log?", ["Records Officer"], "patient_records.md"),
+    ("And how often?", ["every week"], "patient_records.md"),  # leans on the turn before
+    ("What is the capital of Australia?", [], None),
 ]
 
 
@@ -164,8 +165,8 @@ def test_a_follow_up_and_a_brief_new_topic_are_each_searched_right(default_bot):
     default_bot.ask("Which company collects the clinic's clinical waste?", conversation=chat)
     follow_up = default_bot.ask("On which days?", conversation=chat)
     assert "Tuesdays and Fridays" in follow_up.text and follow_up.sources[0].file == "infection_control.pdf"
-    new_topic = default_bot.ask("What is the laboratory extension?", conversation=chat)
-    assert "2560" in new_topic.text and new_topic.sources[0].file == "lab_services.txt"
+    new_topic = default_bot.ask("Who is the HR Advisor?", conversation=chat)
+    assert "Oskar Penhallow" in new_topic.text and new_topic.sources[0].file == "staff_handbook.pdf"
     default_bot.ask("How long is a standard appointment?", conversation=chat)
     fragment = default_bot.ask("And a double one?", conversation=chat)  # asked as "How long is a double appointment?"
     assert "24 minutes" in fragment.text and fragment.sources[0].file == "opening_hours.txt"

@@ -216,8 +216,8 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("Children's records are kept until the patient's 25th birthday.",
-     [("Until when are Children's records kept?", "until the patient's 25th birthday")]),
+    ("Vaccination records are kept until the patient's 30th birthday.",
+     [("Until when are Vaccination records kept?", "until the patient's 30th birthday")]),
     ("Oxygen cylinders are stored in Room 114.", [("Where are Oxygen cylinders stored?", "Room 114"),
                                                   ("Oxygen cylinders are stored in which room?", "Room 114")]),
     ("Passwords must be changed every 90 days.", [("When must Passwords be changed?", "every 90 days"),
@@ -232,8 +232,8 @@ def test_llm_generator_on_the_sample_formulary_keeps_only_grounded_pairs(tmp_pat
       ("Samples are sent to which laboratory?", "Westmere Central Laboratory")]),
     ("# Visiting\n\n**Policy code:** POL-117\n**Owner:** Ingrid Salcombe, Observation Unit Ward Manager\n",
      [('What is the policy code of "Visiting"?', "POL-117"), ('Who is the owner of "Visiting"?', "Ingrid Salcombe")]),
-    ("Code Amber means a patient is missing. A lilac-top tube is used for a full blood count.",
-     [("What does Code Amber mean?", "a patient is missing"),  # not "Who means ...?"
+    ("Code Teal means a patient is missing. A lilac-top tube is used for a full blood count.",
+     [("What does Code Teal mean?", "a patient is missing"),  # not "Who means ...?"
       ("What is a lilac-top tube used for?", "a full blood count"),
       ("What is used for a full blood count?", "A lilac-top tube")]),
     ("Breaches must be reported within 24 hours. The spill kit is in cupboard C3. The Lead is Dr. Ada Vale.",

@@ -211,8 +211,8 @@ def test_follow_ups_and_brief_new_questions_on_the_dev_pairs():
      "When does the repeat prescriptions line open?"),
     ("When does the clinic close on the first Wednesday of the month?", "And the second Wednesday?",  # only the
      "When does the clinic close on the second Wednesday of the month?"),  # subject's verb is left out
-    ("What are the hours of the early shift at the clinic?", "And the late shift?",  # the phrase sharing "shift"
-     "What are the hours of the late shift at the clinic?"),
+    ("What are the hours of the early shift at the surgery?", "And the late shift?",  # the phrase sharing "shift"
+     "What are the hours of the late shift at the surgery?"),
     ("Who reviews the ClearChart access log?", "And how often?",  # a question of its own: glued, not rewritten
      "Who reviews the ClearChart access log? And how often?"),
     ("What is the maximum daily dose of Quorvane?", "and with food?",  # no "with" to replace

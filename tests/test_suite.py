@@ -121,7 +121,8 @@ def test_figures_pool_rows_with_their_intervals():
 @pytest.mark.slow
 def test_a_seeded_sample_of_a_dev_split_runs_through_docbot_and_the_baseline(tmp_path):
     """Four answerable and four unanswerable Legal dev questions and one pair, the default model on llama.cpp,
-    through the benchmark's own loop; floors well under what the whole suite measured (eval_sets/README.md)."""
+    through the benchmark's own loop; floors under what the suite's dev run measured on them (docbot answered 3
+    and declined 3, the baseline answered 2: docs/answer-quality.md)."""
     from benchmarks.answer_quality import run_split
     from docbot import ConfigurableDocBot
     from docbot.config import Config
@@ -141,4 +142,4 @@ def test_a_seeded_sample_of_a_dev_split_runs_through_docbot_and_the_baseline(tmp
     assert all(r["whole_s"] > 0 and r["first_s"] is not None for r in rows)
 
 
-FLOORS = {"docbot answered": 2, "docbot declined": 1, "baseline answered": 1}  # of 4 each
+FLOORS = {"docbot answered": 2, "docbot declined": 2, "baseline answered": 1}  # of 4 each
