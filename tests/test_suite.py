@@ -120,20 +120,21 @@ def test_figures_pool_rows_with_their_intervals():
 
 @pytest.mark.slow
 def test_a_seeded_sample_of_a_dev_split_runs_through_docbot_and_the_baseline(tmp_path):
-    """Four answerable and four unanswerable Legal dev questions and one pair, the default model on llama.cpp,
-    through the benchmark's own loop; floors under what the suite's dev run measured on them (docbot answered 3
-    and declined 3, the baseline answered 2: docs/answer-quality.md)."""
+    """Three answerable and three unanswerable Legal dev questions and one pair, the default model on llama.cpp,
+    through the benchmark's own loop; floors under what the suite's dev run measured on them (docbot answered 2
+    and declined 2, the baseline answered 2: docs/answer-quality.md)."""
     from benchmarks.answer_quality import run_split
     from docbot import ConfigurableDocBot
     from docbot.config import Config
 
     legal = load_splits("dev", ["legal"])[0]
     answerable, unanswerable = [q for q in legal.questions if q.gold], [q for q in legal.questions if not q.gold]
-    sample = dataclasses.replace(legal, questions=answerable[:4] + unanswerable[:4], pairs=legal.pairs[:1])
+    sample = dataclasses.replace(legal, questions=answerable[:3] + unanswerable[:3], pairs=legal.pairs[:1])
     bot = ConfigurableDocBot(config=Config().replace(index_dir=str(tmp_path / "index"), provider="llamacpp",
                                                      models_dir=str(REPO / "models")))
     rows = run_split(bot, sample, ["docbot", "baseline"])
-    assert len(rows) == 2 * 9 and {r["pipeline"] for r in rows} == {"docbot", "baseline"}
+    assert len(rows) == 2 * 7 and {r["pipeline"] for r in rows} == {"docbot", "baseline"}
+    assert sum(r["pair"] for r in rows) == 2
     docbot = figures([r for r in rows if r["pipeline"] == "docbot"], "shown")
     baseline = figures([r for r in rows if r["pipeline"] == "baseline"], "shown")
     assert docbot["answered"][0] >= FLOORS["docbot answered"], rows
@@ -142,4 +143,4 @@ def test_a_seeded_sample_of_a_dev_split_runs_through_docbot_and_the_baseline(tmp
     assert all(r["whole_s"] > 0 and r["first_s"] is not None for r in rows)
 
 
-FLOORS = {"docbot answered": 2, "docbot declined": 2, "baseline answered": 1}  # of 4 each
+FLOORS = {"docbot answered": 1, "docbot declined": 1, "baseline answered": 1}  # of 3 each
