@@ -131,8 +131,9 @@ def ask_baseline(bot: ConfigurableDocBot, question: str, chat: list[dict]) -> di
         parts.append(piece)
     reply = "".join(parts).strip()
     chat += [messages[-1], {"role": "assistant", "content": reply}]
-    return {"text": reply, "declined": BASELINE_DECLINE in reply, "raw_text": reply,
-            "raw_declined": BASELINE_DECLINE in reply, "guard": None, "sources": [b.file for b in blocks],
+    declined = BASELINE_DECLINE in reply
+    return {"text": reply, "declined": declined, "raw_text": reply, "raw_declined": declined,
+            "guard": None, "sources": [b.file for b in blocks],
             "first_s": first, "whole_s": time.perf_counter() - t}
 
 

@@ -13,7 +13,6 @@ written under `eval_sets/`; the hand-written questions are not touched.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import random
 import re

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from benchmarks.suite import (BASELINE_PROMPT, EVAL_SETS, SUITE, baseline_message, figures, holds, load_splits,
                               normalize, outcome, wilson)
 from conftest import REPO
+from scripts.build_suite import squad_domain
 
 # SQuAD 2.0 articles reserved for acceptance: never read, trained on or evaluated on, under any path
 RESERVED = {"Normans", "Pharmacy", "Packet_switching", "Ctenophora", "Oxygen", "Rhine", "Steam_engine", "Geology",
@@ -22,14 +22,10 @@ RESERVED = {"Normans", "Pharmacy", "Packet_switching", "Ctenophora", "Oxygen", "
 ALLOWLIST = json.loads((EVAL_SETS / "squad_allowlist.json").read_text(encoding="utf-8"))
 
 
-def _squad_name(title: str) -> str:
-    return "squad-" + "-".join(re.findall(r"[a-z0-9]+", title.lower()))
-
-
 def test_the_allowlist_holds_no_reserved_title_and_its_split_follows_from_its_seed():
     listed = ALLOWLIST["train"] + ALLOWLIST["dev"] + ALLOWLIST["test"]
     assert not RESERVED & set(listed) and len(set(listed)) == len(listed) == 25
-    assert not {_squad_name(t) for t in RESERVED} & {p.name.split("_")[0] for p in EVAL_SETS.rglob("*")}
+    assert not {squad_domain(t) for t in RESERVED} & {p.name.split("_")[0] for p in EVAL_SETS.rglob("*")}
     titles = sorted(listed)
     random.Random(ALLOWLIST["seed"]).shuffle(titles)
     assert (titles[:15], titles[15:20], titles[20:]) == (ALLOWLIST["train"], ALLOWLIST["dev"], ALLOWLIST["test"])
@@ -38,9 +34,9 @@ def test_the_allowlist_holds_no_reserved_title_and_its_split_follows_from_its_se
 def test_the_suite_evaluates_squad_only_on_its_dev_and_test_articles():
     suite = json.loads(SUITE.read_text(encoding="utf-8"))
     squad = {d["name"]: d for d in suite["domains"] if d["kind"] == "public benchmark"}
-    assert set(squad) == {_squad_name(t) for t in ALLOWLIST["dev"] + ALLOWLIST["test"]}
+    assert set(squad) == {squad_domain(t) for t in ALLOWLIST["dev"] + ALLOWLIST["test"]}
     for part in ("dev", "test"):
-        assert {n for n, d in squad.items() if part in d} == {_squad_name(t) for t in ALLOWLIST[part]}
+        assert {n for n, d in squad.items() if part in d} == {squad_domain(t) for t in ALLOWLIST[part]}
     kinds = {d["kind"] for d in suite["domains"]}
     assert kinds == {"public benchmark", "technical manual", "invented-fact samples"}
 
@@ -122,7 +118,7 @@ def test_figures_pool_rows_with_their_intervals():
 def test_a_seeded_sample_of_a_dev_split_runs_through_docbot_and_the_baseline(tmp_path):
     """Three answerable and three unanswerable Legal dev questions and one pair, the default model on llama.cpp,
     through the benchmark's own loop; floors under what the suite's dev run measured on them (docbot answered 2
-    and declined 2, the baseline answered 2: docs/answer-quality.md)."""
+    and declined 2, the baseline answered 2: benchmarks/results/answer_quality_dev.json)."""
     from benchmarks.answer_quality import run_split
     from docbot import ConfigurableDocBot
     from docbot.config import Config
