@@ -47,6 +47,10 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="relevance threshold (default: config)")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: the config's)")
     parser.add_argument("--context-chars", type=int, default=None, help="characters kept per block (default: config)")
+    parser.add_argument("--judge", default=None, metavar="FOLDER", help="decide with this learned judge")
+    parser.add_argument("--judge-threshold", type=float, default=None, help="its threshold (default: config)")
+    parser.add_argument("--fine-tuned", default=None, metavar="ADAPTER",
+                        help="answer with this fine-tuned version or adapter folder (registered under the first domain)")
     parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     args = parser.parse_args()
     if not args.suite and not args.domains:
@@ -57,16 +61,21 @@ def main() -> None:
     if not set(pipelines) <= set(PIPELINES):
         parser.error(f"--pipelines: choose among {', '.join(PIPELINES)}")
     overrides = {k: v for k, v in (("top_k", args.top_k), ("relevance_threshold", args.threshold),
-                                   ("n_threads", args.threads), ("context_chars", args.context_chars))
+                                   ("n_threads", args.threads), ("context_chars", args.context_chars),
+                                   ("judge", args.judge), ("judge_threshold", args.judge_threshold))
                  if v is not None}
     splits = load_splits(args.split, args.domains.split(",") if args.domains else None, sampled=not args.full)
     started, rows = time.perf_counter(), []
     with tempfile.TemporaryDirectory(prefix="docbot-suite-") as index_dir:
         bot = ConfigurableDocBot(provider=args.provider, model=args.model, index_dir=index_dir,
                                  models_dir=str(ROOT / "models"), **overrides)
+        if args.fine_tuned:
+            bot.load_domain(splits[0].domain, splits[0].documents, progress=False)
+            bot.switch_to_fine_tuned_model(args.fine_tuned)
         print(f"model {bot.provider}; {args.split} split, {sum(len(s.questions) for s in splits)} questions and "
               f"{sum(len(s.pairs) for s in splits)} pairs in {len(splits)} domains; top_k {bot.config.top_k}, "
-              f"threshold {bot.config.relevance_threshold}, context_chars {bot.config.context_chars}",
+              f"threshold {bot.config.relevance_threshold}, context_chars {bot.config.context_chars}, "
+              f"judge {bot.config.judge_threshold if bot.config.judge else 'off'}",
               file=sys.stderr, flush=True)
         for split in splits:
             rows += run_split(bot, split, pipelines)

@@ -118,13 +118,13 @@ class ConfigurableDocBot:
         turns of another chat than `bot.conversation`.
         """
         retriever = self._require_retriever()
-        k = k or self.config.top_k
         answer = answer_question(
-            question, search=(lambda query: retriever.search(query, k, hybrid)) if retrieval else None,
+            question, search=(lambda q: retriever.search(q, k or self.config.top_k, hybrid)) if retrieval else None,
             unknown_terms=retriever.unknown_terms, model=lambda: self.provider if model is None else model,
             conversation=self.conversation if conversation is None else conversation, stream=stream,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
-            domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars)
+            domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars,
+            judge=self.config.judge, judge_threshold=self.config.judge_threshold)
         self.last_answer = answer
         return answer
 

@@ -49,6 +49,8 @@ class Config:
     context_chars: int = 600  # characters of context, the sentences nearest the question (0: whole blocks). Dev:
     # 21-23/30 answered as one whole block did (22/30), in ~200-token prompts instead of ~300: first text sooner
     relevance_threshold: float = 0.25  # cosine similarity below which no retrieved chunk counts as relevant
+    judge: str = ""  # a learned judge's folder (scripts/train_judge.py): it alone decides what answers; "" = rules
+    judge_threshold: float = 0.5  # the judge's probability from which a block counts as answering
     hybrid_search: bool = True  # BM25 fused with vectors (RRF): dev hit@1 0.933 vs 0.900, MRR@3 0.961 vs 0.928
     embedding_model: str = "all-MiniLM-L6-v2"  # the bundled offline embedder; a sentence-transformers folder works
     provider: str = "auto"  # Ollama when its server has ollama_model, else llama.cpp, else transformers
@@ -100,6 +102,8 @@ class Config:
                               f"got {self.chroma_port!r}")
         if self.lock_timeout < 0:
             raise ConfigError(f"config lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}")
+        if not 0 <= self.judge_threshold <= 1:
+            raise ConfigError(f"config judge_threshold is a probability in [0, 1], got {self.judge_threshold!r}")
         if self.context_chars < 0:
             raise ConfigError(f"config context_chars must be >= 0 (0 = whole blocks), got {self.context_chars!r}")
         if self.n_threads < 0:

@@ -45,7 +45,7 @@ def squad_split(allowlist: dict) -> dict[str, list[str]]:
     return derived
 
 
-class _Article(HTMLParser):
+class SquadPage(HTMLParser):
     """Paragraphs (`<pre>`) and their questions (`<strong class="question">`, gold `<span class="answer">` spans,
     `<span class="no-answer">` for an unanswerable one) of one SQuAD-explorer page."""
 
@@ -61,7 +61,7 @@ class _Article(HTMLParser):
         if tag == "pre":
             self._field = "paragraph"
         elif tag == "div" and cls == "qa-wrap":
-            self.questions.append({"id": dict(attrs)["data-id"], "paragraph": len(self.paragraphs) - 1,
+            self.questions.append({"id": dict(attrs).get("data-id"), "paragraph": len(self.paragraphs) - 1,
                                    "answers": [], "unanswerable": False})
         elif tag == "strong" and cls == "question" or tag == "span" and cls == "answer":
             self._field = cls
@@ -87,17 +87,22 @@ class _Article(HTMLParser):
         self._field = None
 
 
+def read_page(repo: Path, commit: str, path: str) -> SquadPage:
+    """One SQuAD-explorer page as it is at `commit` of the git directory `repo`, parsed."""
+    page = subprocess.run(["git", "--git-dir", str(repo), "show", f"{commit}:{path}"],
+                          check=True, capture_output=True).stdout.decode("utf-8")
+    parsed = SquadPage()
+    parsed.feed(page)
+    return parsed
+
+
 def build_squad(repo: Path) -> None:
     allowlist = json.loads(ALLOWLIST.read_text(encoding="utf-8"))
     split = squad_split(allowlist)
     source = allowlist["source"]
     for part in ("dev", "test"):
         for title in split[part]:
-            page = subprocess.run(["git", "--git-dir", str(repo), "show",
-                                   f"{source['commit']}:{source['path'].format(article=title)}"],
-                                  check=True, capture_output=True).stdout.decode("utf-8")
-            article = _Article()
-            article.feed(page)
+            article = read_page(repo, source["commit"], source["path"].format(article=title))
             name = squad_domain(title)
             folder = EVAL / "documents" / name
             folder.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from .context import Embed, nearness, select_context
 from .conversation import Conversation, question_to_ask
 from .evidence import Evidence, check_answer, content_stems, says_not_in_sources, split_sentences, unfounded_words
 from .guards import GuardReport, Instead, checked_first_sentence, guarded
+from .judge import load_judge
 from .prompts import NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
 
@@ -138,7 +139,8 @@ class StreamingAnswer:
 def answer_question(question: str, *, search: Callable[[str], list[Source]] | None,
                     unknown_terms: Callable[[str], list[str]], model: Callable[[], Provider],
                     conversation: Conversation, relevance_threshold: float, max_new_tokens: int, domain: str,
-                    embed: Embed, context_chars: int = 0, stream: bool = False) -> Answer | StreamingAnswer:
+                    embed: Embed, context_chars: int = 0, stream: bool = False,
+                    judge: str = "", judge_threshold: float = 0.5) -> Answer | StreamingAnswer:
     """Answer `question` from the domain, or decline with `NOT_COVERED`.
 
     A follow-up is read against the conversation first (`Conversation.readings`). With `search` None (retrieval
@@ -156,6 +158,11 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     that sentence (`SWAP_MARGIN`), ending the answer; a bare value ("24 hours") becomes the block sentence that
     holds it (`FRAGMENT_WORDS`); a yes-or-no question that the model declines or answers "yes" or "no" gets the
     block sentence that settles it.
+
+    With a `judge` (the folder of a learned judge: the probability that a block answers a question) the judge alone
+    decides: the first reading with a block it scores at `judge_threshold` or more is asked, from those blocks in
+    its order; no reading with one declines unasked, and of the checks on the first sentence only the model's own
+    decline stays.
     """
     question = check_question(question)
     readings = conversation.readings(question, embed)
@@ -165,6 +172,14 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     if search is None:
         relevant: list[Source] = []
         messages = build_messages_without_context(standalone)
+    elif judge:
+        relevant = []
+        for standalone in readings:
+            found = search(standalone)
+            scores = load_judge(judge).score(standalone, [s.text for s in found])
+            relevant = [found[i] for i in np.argsort(-scores, kind="stable") if scores[i] >= judge_threshold]
+            if relevant:
+                break
     else:
         # the first reading that a whole block speaks to; else the first that one block's sentence speaks to
         searched: list[tuple[str, list[Source]]] = []
@@ -178,9 +193,10 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             relevant = _relevant(standalone, found, relevance_threshold, embed)
             if relevant:
                 break
-        if not relevant or unknown_terms(question):  # declined unasked; it joins the conversation all the same, so
-            # a follow-up ("What about children?") leans on it, not on the answered turn before it, and as typed:
-            # a reading the documents refused keeps no subject for the next one
+    if search is not None:
+        # declined unasked; it joins the conversation all the same, so a follow-up ("What about children?") leans
+        # on it, not on the answered turn before it, and as typed: a reading the documents refused keeps no subject
+        if not relevant or not judge and unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False,
                                      on_done=lambda a: conversation.add(question, a.text))
             return answer if stream else answer.finished()
@@ -216,7 +232,7 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         block sentence that holds a bare value (`_holding_sentence`), the rest following; before all these, for a
         yes-or-no question declined or answered "yes" or "no", the block sentence that settles it
         (`_settling_sentence`). None keeps the sentence."""
-        if not relevant:
+        if not relevant or judge:
             return Instead(declined) if says_not_in_sources(sentence) else None
         in_blocks = [split_sentences(text) for _, text in blocks]
         declines = says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words

