@@ -54,7 +54,8 @@ def report(rows: list[dict], thresholds: list[float], cosine_threshold: float) -
         grounded = [r for r in through if any(p and g for p, g in zip(passes(r), r["gold_in"]))]
         declined = [r for r in unanswerable if not any(passes(r))]
         return (f"  {name:<18} answerable through {_share(len(through), len(answerable))}  with the gold "
-                f"{_share(len(grounded), len(through))}  unanswerable declined {_share(len(declined), len(unanswerable))}")
+                f"{_share(len(grounded), len(through))}  "
+                f"unanswerable declined {_share(len(declined), len(unanswerable))}")
 
     for kind in KINDS:
         group = [r for r in rows if r["kind"] == kind]

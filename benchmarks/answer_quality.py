@@ -49,8 +49,6 @@ def main() -> None:
     parser.add_argument("--context-chars", type=int, default=None, help="characters kept per block (default: config)")
     parser.add_argument("--judge", default=None, metavar="FOLDER", help="decide with this learned judge")
     parser.add_argument("--judge-threshold", type=float, default=None, help="its threshold (default: config)")
-    parser.add_argument("--fine-tuned", default=None, metavar="ADAPTER",
-                        help="answer with this fine-tuned version or adapter folder (registered under the first domain)")
     parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     args = parser.parse_args()
     if not args.suite and not args.domains:
@@ -69,9 +67,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="docbot-suite-") as index_dir:
         bot = ConfigurableDocBot(provider=args.provider, model=args.model, index_dir=index_dir,
                                  models_dir=str(ROOT / "models"), **overrides)
-        if args.fine_tuned:
-            bot.load_domain(splits[0].domain, splits[0].documents, progress=False)
-            bot.switch_to_fine_tuned_model(args.fine_tuned)
         print(f"model {bot.provider}; {args.split} split, {sum(len(s.questions) for s in splits)} questions and "
               f"{sum(len(s.pairs) for s in splits)} pairs in {len(splits)} domains; top_k {bot.config.top_k}, "
               f"threshold {bot.config.relevance_threshold}, context_chars {bot.config.context_chars}, "

@@ -17,7 +17,6 @@ Reserved titles and the suite's dev and test articles are never read. Articles a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import subprocess
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.suite import normalize  # noqa: E402
+from docbot.files import sha256_file, write_bytes_atomic, write_json_atomic  # noqa: E402
 from scripts.build_suite import ALLOWLIST, read_page, squad_split  # noqa: E402
 
 V1 = {"repository": "rajpurkar/SQuAD-explorer", "commit": "13f82e35b9a1fb9173f863b35f5675030646571e",
@@ -136,13 +136,13 @@ def build(repo: Path, out: Path, v1_articles: int, per_article: int, valid_share
         rows = [row for title in articles for row in rows_by_article[title]]
         rng.shuffle(rows)
         path = out / f"{part}.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        write_bytes_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
         counts = Counter(f"{r['source']} {r['kind']}" for r in rows)
         manifest["files"][path.name] = {"articles": articles, "pairs": len(rows),
-                                        "positive": sum(r["label"] for r in rows), "counts": dict(sorted(counts.items())),
-                                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                                        "positive": sum(r["label"] for r in rows),
+                                        "counts": dict(sorted(counts.items())), "sha256": sha256_file(path)}
         print(f"{part}: {len(rows):,} pairs from {len(articles)} articles ({dict(counts)})", file=sys.stderr)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 

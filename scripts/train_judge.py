@@ -13,7 +13,6 @@ sha256 of every file (checked by `docbot.rag.judge` on load).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docbot.files import sha256_file, write_json_atomic  # noqa: E402
 from docbot.rag.embeddings import locate  # noqa: E402
 from docbot.rag.judge import MAX_TOKENS, WEIGHTS, load_judge  # noqa: E402
 
@@ -79,29 +79,28 @@ def train(data: Path, out: Path, pairs: int, minutes: float, learning_rate: floa
                if not _frozen(name)}
     save_file(trained, str(out / WEIGHTS))
     shutil.rmtree(out / "_checkpoints", ignore_errors=True)
-    files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json")
     manifest = {
         "about": "The judge: the bundled MiniLM fine-tuned as a cross-encoder scoring whether a passage answers "
-                 "a question (sigmoid of one logit); its trained tensors in fp16, the word embeddings the base's. Trained by scripts/train_judge.py on SQuAD (CC BY-SA 4.0).",
+                 "a question (sigmoid of one logit); its trained tensors in fp16, the word embeddings the base's. "
+                 "Trained by scripts/train_judge.py on SQuAD (CC BY-SA 4.0).",
         "base": base_id, "max_tokens": MAX_TOKENS,
         "training": {"pairs": len(rows), "steps": result.global_step,
                      "pairs_seen": min(len(rows), result.global_step * batch), "seconds": round(seconds),
                      "learning_rate": learning_rate, "batch": batch, "seed": seed,
                      "loss": round(result.training_loss, 4), "threads": torch.get_num_threads()},
         "data": json.loads((data / "manifest.json").read_text(encoding="utf-8")),
-        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+        "files": {WEIGHTS: sha256_file(out / WEIGHTS)},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(out / "manifest.json", manifest)  # the judge is loaded (and checked) from it just below
     valid = _read(data / "valid.jsonl")
     if valid:
         judge = load_judge(out)
-        scores = np.concatenate([judge.score(r["question"], [r["passage"]]) for r in valid])
-        labels = np.array([r["label"] for r in valid])
-        manifest["valid"] = {"pairs": len(valid), "accuracy_at_0.5": round(float(((scores >= 0.5) == labels).mean()), 4),
-                             "by_kind": {kind: round(float(((scores >= 0.5) == labels)[[r["kind"] == kind for r in valid]]
-                                                          .mean()), 4) for kind in sorted({r["kind"] for r in valid})}}
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
+        right = np.concatenate([judge.score(r["question"], [r["passage"]]) for r in valid]) >= 0.5
+        right = right == np.array([r["label"] for r in valid], dtype=bool)
+        kinds = np.array([r["kind"] for r in valid])
+        manifest["valid"] = {"pairs": len(valid), "accuracy_at_0.5": round(float(right.mean()), 4),
+                             "by_kind": {k: round(float(right[kinds == k].mean()), 4) for k in sorted(set(kinds))}}
+        write_json_atomic(out / "manifest.json", manifest)
     print(json.dumps({k: manifest[k] for k in ("training", "valid") if k in manifest}), file=sys.stderr)
     return manifest
 

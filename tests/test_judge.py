@@ -131,9 +131,10 @@ def test_with_a_judge_the_bot_asks_from_the_blocks_it_passes_and_declines_the_re
     model = ScriptedModel("Up to 35 mg a day.")
     answer = facts_bot.ask(question, model=model)
     assert answer.covered and answer.text == "Up to 35 mg a day." and model.sent  # no rule replaced it
-    scores = load_judge(folder).score(question, [s.text for s in facts_bot.retrieve(question)])
+    found = facts_bot.retrieve(question)
+    scores = load_judge(folder).score(question, [s.text for s in found])
     assert [s.chunk_id for s in answer.sources] == \
-        [facts_bot.retrieve(question)[i].chunk_id for i in sorted(range(len(scores)), key=lambda i: -scores[i])]
+        [found[i].chunk_id for i in sorted(range(len(found)), key=lambda i: -scores[i])]
     own = facts_bot.ask(question, model=ScriptedModel("That is not in the documents."))
     assert not own.covered and own.text.startswith("That is not in the documents of the 'velmora' domain")
     monkeypatch.setattr(facts_bot, "config", facts_bot.config.replace(judge=folder, judge_threshold=1.0))

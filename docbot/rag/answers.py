@@ -173,10 +173,10 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
         relevant: list[Source] = []
         messages = build_messages_without_context(standalone)
     elif judge:
-        relevant = []
+        relevant, scorer = [], load_judge(judge)
         for standalone in readings:
             found = search(standalone)
-            scores = load_judge(judge).score(standalone, [s.text for s in found])
+            scores = scorer.score(standalone, [s.text for s in found])
             relevant = [found[i] for i in np.argsort(-scores, kind="stable") if scores[i] >= judge_threshold]
             if relevant:
                 break

@@ -7,8 +7,6 @@ fp16, and a manifest whose sha256 sums are checked before they are read.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelNotFoundError
+from ..files import read_json, sha256_file
 from .embeddings import locate
 
 __all__ = ["Judge", "load_judge", "MAX_TOKENS", "WEIGHTS"]
@@ -30,6 +29,7 @@ class Judge:
 
     def __init__(self, folder: Path) -> None:
         import torch
+        from safetensors.torch import load_file
         from sentence_transformers.cross_encoder import CrossEncoder
 
         self.manifest = _checked_manifest(folder)
@@ -37,14 +37,11 @@ class Judge:
         if base_id != self.manifest["base"]:
             raise ModelNotFoundError(f"{folder}: the judge was trained over {self.manifest['base']}, but the bundled "
                                      f"embedding model is {base_id}; reinstall docbot's requirements")
-        from safetensors.torch import load_file
-
         self._model = CrossEncoder(location, num_labels=1, max_length=self.manifest["max_tokens"], device="cpu")
         trained = {name: tensor.float() for name, tensor in load_file(str(folder / WEIGHTS)).items()}
-        missing = set(trained) - set(self._model[0].model.state_dict())
-        if missing:
-            raise ModelNotFoundError(f"{folder / WEIGHTS}: tensors {sorted(missing)[:3]} are not MiniLM's; {_RESTORE}")
-        self._model[0].model.load_state_dict(trained, strict=False)
+        foreign = self._model[0].model.load_state_dict(trained, strict=False).unexpected_keys
+        if foreign:
+            raise ModelNotFoundError(f"{folder / WEIGHTS}: tensors {foreign[:3]} are not MiniLM's; {_RESTORE}")
         self._model.eval()
         self._torch = torch
         self._lock = threading.Lock()  # one forward pass at a time: torch's CPU threads are shared
@@ -65,15 +62,11 @@ def load_judge(folder: str | Path) -> Judge:
 
 
 def _checked_manifest(folder: Path) -> dict:
-    manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(f"{manifest_path}: the judge's manifest cannot be read ({e}); {_RESTORE}") from e
+    manifest = read_json(folder / "manifest.json", _RESTORE)
     for name, expected in manifest.get("files", {}).items():
         path = folder / name
         try:
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            actual = sha256_file(path)
         except OSError as e:
             raise ModelNotFoundError(f"{path}: the judge's file is missing ({e.strerror}); {_RESTORE}") from e
         if actual != expected:
