@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.suite import (BASELINE_DECLINE, BASELINE_K, FIGURES, KINDS, Split, baseline_message,  # noqa: E402
                               cell, figures, load_splits, outcome)
 from docbot import ConfigurableDocBot, Conversation  # noqa: E402
+from docbot.providers import Provider  # noqa: E402
 from docbot.rag.evidence import says_not_in_sources  # noqa: E402
 
 PIPELINES = ("docbot", "baseline")
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--context-chars", type=int, default=None, help="characters kept per block (default: config)")
     parser.add_argument("--judge", default=None, metavar="FOLDER", help="decide with this learned judge")
     parser.add_argument("--judge-threshold", type=float, default=None, help="its threshold (default: config)")
+    parser.add_argument("--lora", default=None, help="a GGUF LoRA over the answer model (scripts/train_reader.py)")
     parser.add_argument("--out", default=None, help="write every reply to this JSON file")
     args = parser.parse_args()
     if not args.suite and not args.domains:
@@ -60,7 +63,8 @@ def main() -> None:
         parser.error(f"--pipelines: choose among {', '.join(PIPELINES)}")
     overrides = {k: v for k, v in (("top_k", args.top_k), ("relevance_threshold", args.threshold),
                                    ("n_threads", args.threads), ("context_chars", args.context_chars),
-                                   ("judge", args.judge), ("judge_threshold", args.judge_threshold))
+                                   ("judge", args.judge), ("judge_threshold", args.judge_threshold),
+                                   ("answer_lora", args.lora))
                  if v is not None}
     splits = load_splits(args.split, args.domains.split(",") if args.domains else None, sampled=not args.full)
     started, rows = time.perf_counter(), []
@@ -70,7 +74,8 @@ def main() -> None:
         print(f"model {bot.provider}; {args.split} split, {sum(len(s.questions) for s in splits)} questions and "
               f"{sum(len(s.pairs) for s in splits)} pairs in {len(splits)} domains; top_k {bot.config.top_k}, "
               f"threshold {bot.config.relevance_threshold}, context_chars {bot.config.context_chars}, "
-              f"judge {bot.config.judge_threshold if bot.config.judge else 'off'}",
+              f"judge {bot.config.judge_threshold if bot.config.judge else 'off'}, "
+              f"LoRA {bot.config.answer_lora or 'none'}",
               file=sys.stderr, flush=True)
         for split in splits:
             rows += run_split(bot, split, pipelines)
@@ -80,10 +85,13 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-def run_split(bot: ConfigurableDocBot, split: Split, pipelines: list[str]) -> list[dict]:
-    """Every question and pair of `split` through each pipeline, as scored rows."""
+def run_split(bot: ConfigurableDocBot, split: Split, pipelines: list[str],
+              model: Provider | None = None) -> list[dict]:
+    """Every question and pair of `split` through each pipeline, as scored rows; `model` answers in place of the
+    bot's own provider."""
     bot.load_domain(split.domain, split.documents, progress=False)
-    asks = {"docbot": (ask_docbot, lambda: Conversation(bot.config.history_turns)), "baseline": (ask_baseline, list)}
+    asks = {"docbot": (partial(ask_docbot, model=model), lambda: Conversation(bot.config.history_turns)),
+            "baseline": (partial(ask_baseline, model=model), list)}
     rows = []
     with tqdm(total=(len(split.questions) + 2 * len(split.pairs)) * len(pipelines), desc=split.domain,
               file=sys.stderr) as bar:
@@ -109,10 +117,10 @@ def scored(split: Split, pipeline: str, id_: str, question: str, gold, reply: di
             "raw": outcome(reply["raw_text"], reply["raw_declined"], gold)}
 
 
-def ask_docbot(bot: ConfigurableDocBot, question: str, chat: Conversation) -> dict:
+def ask_docbot(bot: ConfigurableDocBot, question: str, chat: Conversation, model: Provider | None = None) -> dict:
     """docbot's own answer path, streamed: the text shown, and the model's own text (empty when it was not asked)."""
     t = time.perf_counter()
-    answer, first = bot.ask(question, stream=True, conversation=chat), None
+    answer, first = bot.ask(question, stream=True, conversation=chat, model=model), None
     for piece in answer:
         if first is None and piece.strip():
             first = time.perf_counter() - t
@@ -122,14 +130,14 @@ def ask_docbot(bot: ConfigurableDocBot, question: str, chat: Conversation) -> di
             "sources": [s.file for s in answer.sources], "first_s": first, "whole_s": time.perf_counter() - t}
 
 
-def ask_baseline(bot: ConfigurableDocBot, question: str, chat: list[dict]) -> dict:
+def ask_baseline(bot: ConfigurableDocBot, question: str, chat: list[dict], model: Provider | None = None) -> dict:
     """The fair plain baseline: the top `BASELINE_K` blocks of docbot's retrieval for the question as typed, one
     user message after the conversation's earlier messages (`chat`, extended here), nothing checked or replaced."""
     t = time.perf_counter()
     blocks = bot.retrieve(question, BASELINE_K)
     messages = [*chat, baseline_message(question, [b.text for b in blocks])]
     parts, first = [], None
-    for piece in bot.provider.stream(messages, bot.config.max_new_tokens):
+    for piece in (model or bot.provider).stream(messages, bot.config.max_new_tokens):
         if first is None and piece.strip():
             first = time.perf_counter() - t
         parts.append(piece)

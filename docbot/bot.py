@@ -16,6 +16,7 @@ from .rag.answers import Answer, StreamingAnswer, answer_question
 from .rag.conversation import Conversation
 from .rag.embeddings import Embedder
 from .rag.index import DomainIndex, SyncReport, normalize_domain, rebuild_domain
+from .rag.policy import AnswerPolicy
 from .rag.retrieval import Retriever, Source
 from .rag.store import Store, open_store
 from .tuning import finetuned
@@ -36,9 +37,7 @@ class ConfigurableDocBot:
                  provider: str | None = None, model: str | None = None, config: Config | None = None,
                  use_fine_tuned: bool = False, fine_tuned_model_path: str | Path | None = None,
                  **overrides: object) -> None:
-        if provider is not None:
-            overrides["provider"] = provider
-        self.config = (config or load_config()).replace(**overrides)
+        self.config = (config or load_config()).replace(**overrides, **({"provider": provider} if provider else {}))
         self._model_choice = model
         self._provider: Provider | None = None
         self._embedder: Embedder | None = None
@@ -49,6 +48,7 @@ class ConfigurableDocBot:
         self.conversation = Conversation(self.config.history_turns)
         self.last_answer: Answer | StreamingAnswer | None = None
         self.fine_tuned: ModelVersion | None = None
+        self.policy = AnswerPolicy()  # the answer path's rules (benchmarks switch them off to weigh each)
         if domain is not None:
             self.load_domain(domain, documents_path)
         if use_fine_tuned or fine_tuned_model_path is not None:
@@ -124,7 +124,7 @@ class ConfigurableDocBot:
             conversation=self.conversation if conversation is None else conversation, stream=stream,
             relevance_threshold=self.config.relevance_threshold, max_new_tokens=self.config.max_new_tokens,
             domain=self.domain, embed=self.embedder.embed_remembered, context_chars=self.config.context_chars,
-            judge=self.config.judge, judge_threshold=self.config.judge_threshold)
+            judge=self.config.judge, judge_threshold=self.config.judge_threshold, policy=self.policy)
         self.last_answer = answer
         return answer
 
@@ -206,8 +206,7 @@ class ConfigurableDocBot:
 
     def use_base(self) -> Provider:
         """Back to the base model chosen in the config."""
-        self.fine_tuned = None
-        self._provider = None
+        self.fine_tuned = self._provider = None
         return self.provider
 
     # -- internals --------------------------------------------------------------------------------------------
@@ -215,7 +214,7 @@ class ConfigurableDocBot:
     def _open(self, config: Config, model: str | None) -> Provider:
         return open_provider(config.provider, model, answer_model=config.answer_model,
                              ollama_model=config.ollama_model, models_dir=config.models_dir,
-                             n_threads=config.n_threads)
+                             n_threads=config.n_threads, lora=config.answer_lora)
 
     @property
     def embedder(self) -> Embedder:

@@ -56,6 +56,7 @@ class Config:
     provider: str = "auto"  # Ollama when its server has ollama_model, else llama.cpp, else transformers
     answer_model: str = "Qwen2.5-Coder-0.5B-Instruct"  # packaged offline; 7/8 held-out answers vs SmolLM2's 5/8
     # (the optional "Qwen2.5-Coder-1.5B-Instruct": dev 85/110 answered against 77/110, 3.3 s an answer against 1.7 s)
+    answer_lora: str = ""  # a GGUF LoRA llama.cpp applies over the answer model (scripts/train_reader.py); "" = none
     ollama_model: str = "qwen2.5-coder:0.5b"  # the same model as answer_model, so auto never picks a weaker one
     n_threads: int = 0  # llama.cpp threads; 0 = the cores this process may use (more than free cores is slower)
     max_new_tokens: int = 200  # answer length cap; greedy decoding runs ~30 tokens/s for the 135M model on 2 cores

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, ScriptedModel
 from docbot import Conversation
+from docbot.rag.policy import AnswerPolicy
 from docbot.rag.prompts import NOT_COVERED
 
 SESSION = [  # dev items (eval_sets/medical*_dev.jsonl): (typed, facts the answer must contain, the file it must
@@ -133,6 +134,23 @@ def test_a_bare_value_is_shown_as_the_documents_sentence_that_holds_it(default_b
     unheld = default_bot.ask("Which tube is used for a full blood count?", conversation=Conversation(0),
                              model=ScriptedModel("A lilac tube, 4 mL."))  # no sentence holds "4": shown as written
     assert unheld.text == "A lilac tube, 4 mL."
+
+
+@pytest.mark.slow
+def test_a_rule_switched_off_in_the_policy_does_not_act(default_bot, monkeypatch):
+    """`bot.policy` holds the rules; one switched off (as benchmarks/ablation.py does) leaves the model's sentence."""
+    monkeypatch.setattr(default_bot, "policy", AnswerPolicy().without("fragment_words"))
+    bare = default_bot.ask("How quickly must a suspected data breach be reported to the Data Protection Officer?",
+                           model=ScriptedModel("24 hours"), conversation=Conversation(0))
+    assert bare.text == "24 hours"
+    monkeypatch.setattr(default_bot, "policy", AnswerPolicy().without("swap_margin"))
+    neighbour = default_bot.ask("What temperature range must medicine fridges be kept at?",
+                                model=ScriptedModel("The fridge temperature is recorded twice a day, at 09:00 and at "
+                                                    "17:00."), conversation=Conversation(0))
+    assert neighbour.text.startswith("The fridge temperature is recorded twice a day")
+    monkeypatch.setattr(default_bot, "policy", AnswerPolicy().without("answer_relevance", "answers_itself"))
+    assert default_bot.ask("How many days of sick pay do staff get?", conversation=Conversation(0),
+                           model=ScriptedModel("The induction programme for new staff lasts 3 days.")).covered
 
 
 @pytest.mark.slow

@@ -148,3 +148,31 @@ def test_the_recorded_judge_manifest_names_no_reserved_or_evaluation_article():
     articles = _articles(manifest["data"])
     assert len(articles) > 400
     assert not articles & (RESERVED | set(ALLOWLIST["dev"]) | set(ALLOWLIST["test"]))
+
+
+@pytest.mark.slow
+def test_the_reader_script_runs_end_to_end_on_a_tiny_subsample(tiny_judge, tmp_path, smollm2_path):
+    """The grounded reader's script: chat examples that copy the answering sentence or decline, a LoRA trained with
+    docbot's own `train_lora`, and its GGUF form, each file in the manifest with its hash."""
+    import gguf
+
+    from docbot.config import Config
+    from docbot.files import sha256_file
+    from docbot.rag.prompts import DECLINE_REPLY
+    from scripts.train_reader import LORA, train
+
+    _, _, folder = tiny_judge
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / Path(smollm2_path).name).symlink_to(smollm2_path)
+    config = Config(base_model="SmolLM2-135M-Instruct", models_dir=str(tmp_path / "models"), batch_size=2,
+                    max_seq_length=512)
+    manifest = train(folder.parent / "squad" / ".git", folder.parent / "data", tmp_path / "reader", examples_n=8,
+                     per_article=2, max_steps=2, seed=7, config=config)
+    chats = [json.loads(line)["messages"] for line in (tmp_path / "reader" / "train.jsonl").read_text().splitlines()]
+    assert len(chats) == 8 and manifest["training"]["global_step"] == 2
+    assert any(chat[-1]["content"] == DECLINE_REPLY for chat in chats)
+    assert any(chat[-1]["content"] != DECLINE_REPLY and chat[-1]["content"] in chat[1]["content"] for chat in chats)
+    assert not {a for source in manifest["judge_data"].values() for a in source["articles"]} & RESERVED
+    for name, entry in manifest["files"].items():
+        assert sha256_file(tmp_path / "reader" / name) == entry["sha256"]
+    assert bytes(gguf.GGUFReader(tmp_path / "reader" / LORA).fields["adapter.type"].parts[-1]) == b"lora"

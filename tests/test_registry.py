@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from conftest import FACTS, REPO, write_facts_domain
-from docbot import ConfigurableDocBot, Conversation, DocbotError
+from docbot import ConfigError, ConfigurableDocBot, Conversation, DocbotError
 from docbot.providers import LlamaCppProvider
 from docbot.tuning import finetuned
 from docbot.tuning.finetuned import AGREEMENT_TOLERANCE, LORA_GGUF, llamacpp_agreement
@@ -102,6 +102,19 @@ def test_use_fine_tuned_answers_on_llamacpp_with_the_lora_within_the_tolerance(r
     assert untuned["teacher_forced"] < tuned["teacher_forced"], (untuned, tuned)  # the LoRA is what agrees
     n = len(reference["tokens"])
     assert provider.greedy_tokens(reference["prompt_ids"], n) != base.greedy_tokens(reference["prompt_ids"], n)
+
+
+def test_answer_lora_puts_a_gguf_lora_over_the_answer_model(registry):
+    """`answer_lora` (how the grounded reader is tried): a GGUF LoRA that llama.cpp applies over the answer model,
+    answering as the registered version does; a provider that cannot apply it is refused."""
+    bot, _, (_, patch, _) = registry
+    lora = str(patch.path / LORA_GGUF)
+    config = bot.config.replace(provider="auto", answer_model="SmolLM2-135M-Instruct", answer_lora=lora)
+    provider = ConfigurableDocBot(config=config).provider
+    assert isinstance(provider, LlamaCppProvider) and provider.lora == lora
+    assert llamacpp_agreement(provider, patch.manifest["probe"]["greedy"])["teacher_forced"] >= AGREEMENT_TOLERANCE
+    with pytest.raises(ConfigError, match="only llama.cpp applies"):
+        ConfigurableDocBot(config=config.replace(provider="transformers")).provider
 
 
 def test_an_adapter_llamacpp_cannot_follow_is_refused(registry, tmp_path):

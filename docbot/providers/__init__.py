@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from .base import Messages, Provider
 from .base_models import PACKAGED_MODELS, packaged_gguf, resolve_base_model, resolve_gguf
 from .llamacpp import LlamaCppProvider
@@ -25,15 +26,16 @@ PROVIDER_CHOICES = ("auto", *PROVIDERS)  # "auto": the best one that is availabl
 
 
 def open_provider(kind: str, model: str | None, *, answer_model: str, ollama_model: str, models_dir: str,
-                  n_threads: int = 0) -> Provider:
-    """The provider `kind` with `model` (default: `answer_model` in process, `ollama_model` on a server).
+                  n_threads: int = 0, lora: str = "") -> Provider:
+    """The provider `kind` with `model` (default: `answer_model` in process, `ollama_model` on a server), and
+    `lora`, a GGUF LoRA adapter that llama.cpp applies over it ("" = none; "auto" then picks llama.cpp).
 
     "llamacpp" takes a packaged model name or a .gguf file; "transformers" a packaged model, a folder or a hub id.
     "auto" prefers an Ollama server that has the model, then llama.cpp (a packaged model or a .gguf file), then
     transformers (a model folder or hub id).
     """
     if kind == "auto":
-        if model is None and ollama_serves(ollama_model):
+        if model is None and not lora and ollama_serves(ollama_model):
             kind = "ollama"
         elif model is not None and Path(model).is_dir():
             kind = "transformers"
@@ -41,9 +43,13 @@ def open_provider(kind: str, model: str | None, *, answer_model: str, ollama_mod
             kind = "llamacpp"
         else:
             kind = "ollama" if ollama_serves(model) else "transformers"
+    if lora and kind != "llamacpp":
+        raise ConfigError(f"answer_lora {lora} is a GGUF LoRA, which only llama.cpp applies: use provider "
+                          f"llamacpp (or auto), or clear answer_lora")
     if kind == "ollama":
         return OllamaProvider(model or ollama_model)
     name = model or answer_model
     if kind == "llamacpp":
-        return LlamaCppProvider(str(resolve_gguf(name, models_dir)), label=name, n_threads=n_threads or None)
+        return LlamaCppProvider(str(resolve_gguf(name, models_dir)), label=name, n_threads=n_threads or None,
+                                lora=lora or None)
     return TransformersProvider(resolve_base_model(name, models_dir), label=name)

@@ -16,55 +16,13 @@ from .conversation import Conversation, question_to_ask
 from .evidence import Evidence, check_answer, content_stems, says_not_in_sources, split_sentences, unfounded_words
 from .guards import GuardReport, Instead, checked_first_sentence, guarded
 from .judge import load_judge
+from .policy import AnswerPolicy
 from .prompts import NOT_COVERED, build_messages, build_messages_without_context
 from .retrieval import Source
 
 __all__ = ["Answer", "StreamingAnswer", "answer_question", "check_question", "MAX_QUESTION_CHARS"]
 
-# A first sentence with less than this weighted share of its content words in the blocks (`Evidence.score`)
-# speaks of something they do not hold, so the answer is declined before it is shown. On the dev questions
-# (Qwen-0.5B) answers from world knowledge to off-topic questions scored 0.06 and 0.20, every right answer 0.88
-# or more, and a wrong name 0.50: that one stays, flagged and shown with the closest evidence.
-DECLINE_BELOW = 0.35
-# A block below the relevance threshold still counts when one of its sentences is at least this near the question
-# (MiniLM cosine): a chunk that mixes topics scores low as a whole ("When is the feedback box emptied?": 0.21 for
-# the chunk, 0.86 for its sentence). On the dev questions, the blocks below the threshold held no sentence above
-# 0.50 for any off-topic question.
-SENTENCE_RELEVANCE = 0.6
-# The block sentence an answer's first sentence rests on (its best evidence, alone or with the sentence before or
-# after it in its block) must be at least this near the question (MiniLM cosine, the question as asked or as read
-# with the turn before): else the model answered another question from a neighbouring fact ("When is the pharmacy
-# open?" -> "The pharmacy empties the blue returns bin every Thursday."). On the dev set (Qwen-0.5B) every right
-# answer's evidence scored 0.57 or more, and 8 of the 14 off-topic answers that passed the other checks 0.55 or
-# less (so did 2 wrong answers to answerable questions, now declined); 0.56 sits between.
-ANSWER_RELEVANCE = 0.56
-# The block sentence nearest the question (`context.nearness`) takes the place of the answer's first sentence when
-# both that sentence and the block sentence it rests on are this much less near: the model copied a neighbour of
-# the sentence that answers ("The fridge temperature is recorded twice a day" for the range fridges are kept at).
-# On the first 30 dev questions (Qwen-0.5B, the question as asked) 8 answers copied such a neighbour, each wrong
-# and each right with the swap, 0.15 to 1.26 less near than the best sentence; right answers resting on a sentence
-# next to the best one were 0.10 or less below it ("The Guardian is ...": shown with its neighbour, which names its
-# subject). On the grown dev set (70 questions, 62 pairs) no right answer rested on a sentence between 0.00 and
-# 0.35 below the best, and wrong ones at 0.05, 0.15, 0.24 and 0.25: 0.1 swaps the last three (0.2 swapped two).
-SWAP_MARGIN = 0.1
-# A first sentence of at most this many words ("24 hours", "2", "Green lanyard.") is shown as the block sentence
-# that holds all its words and is nearest the question: a bare value does not say what it is of, and the document's
-# own sentence does. On the dev set (Qwen-0.5B) 20 first sentences were replaced: 4 of 70 answers and 3 of 62 pairs
-# became right (the gold "within 24 hours" for "24 hours"), none was lost; 4 words gained 5, 10 words no more.
-FRAGMENT_WORDS = 6
-# A block sentence this near the question (`context.nearness`) answers it by itself: it is shown in place of a first
-# sentence the checks above decline, the model's own decline included. On the dev set (Qwen-0.5B) the nearest such
-# sentence of the 79 off-topic questions scored 1.27 or less (1.20 or less where the answer was declined), and two
-# answerable questions declined held the answer in theirs, at 1.41 and 1.44.
-ANSWERS_ITSELF = 1.35
-# A yes-or-no question ("I'm pregnant. Can I take Drevacil?") that the model declines or answers with a bare "No,
-# you cannot ..." gets the block sentence nearest it, when that sentence is at least `ANSWER_RELEVANCE` near it by
-# cosine alone: the model's yes or no is a guess ("Yes, you can pop Mirtoloxan cream in the freezer" where the
-# blocks say "must not be frozen"), and the sentence that settles it is what the user needs. On the dev set
-# (Qwen-0.5B) it took the place of 18 first sentences: 10 answers became right (8 of them to the 40 questions in
-# users' words) and one stayed right, 5 declines of answerable questions became a true sentence that does not
-# settle them, and 2 off-topic questions about a subject the blocks name were answered ("Can staff buy extra
-# annual leave?": the annual leave sentence).
+# a yes-or-no question's last sentence, and a reply that is a bare yes or no
 _YES_NO_QUESTION = re.compile(r"(?:can|could|is|are|am|was|were|do|does|did|should|shall|must|may|might|will|would|"
                               r"has|have|had)\b", re.I)
 _YES_NO_REPLY = re.compile(r"\s*(?:yes|no)\b", re.I)
@@ -140,24 +98,25 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
                     unknown_terms: Callable[[str], list[str]], model: Callable[[], Provider],
                     conversation: Conversation, relevance_threshold: float, max_new_tokens: int, domain: str,
                     embed: Embed, context_chars: int = 0, stream: bool = False,
-                    judge: str = "", judge_threshold: float = 0.5) -> Answer | StreamingAnswer:
+                    judge: str = "", judge_threshold: float = 0.5,
+                    policy: AnswerPolicy = AnswerPolicy()) -> Answer | StreamingAnswer:
     """Answer `question` from the domain, or decline with `NOT_COVERED`.
 
     A follow-up is read against the conversation first (`Conversation.readings`). With `search` None (retrieval
     off) the model answers the first reading from its weights alone. Otherwise the first reading that finds a
-    relevant block (at the relevance threshold, or with a sentence at `SENTENCE_RELEVANCE`) is used, and the
+    relevant block (at the relevance threshold, or with a sentence at `sentence_relevance`) is used, and the
     question declines without asking the model when no reading does or when it names something the domain never
     mentions (`unknown_terms`), and the model is told to reply `DECLINE_REPLY` when the blocks lack the answer;
     the blocks are cut to the `context_chars` characters nearest the question (`context.select_context`), and
     only the blocks left are cited. A follow-up is asked after the exchange it leans on, that turn's blocks
     included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence
-    is held back until it is complete: the model's own decline, a sentence the blocks hardly hold
-    (`DECLINE_BELOW`), one that only says the question back or one resting on a block sentence that does not
-    speak to the question (`ANSWER_RELEVANCE`) becomes the decline sentence, or the block sentence that answers
-    the question by itself (`ANSWERS_ITSELF`); one copied from a neighbour of the sentence that answers becomes
-    that sentence (`SWAP_MARGIN`), ending the answer; a bare value ("24 hours") becomes the block sentence that
-    holds it (`FRAGMENT_WORDS`); a yes-or-no question that the model declines or answers "yes" or "no" gets the
-    block sentence that settles it.
+    is held back until it is complete and reviewed by the rules of `policy` (`policy.AnswerPolicy`, in its field
+    order): the model's own decline, a sentence the blocks hardly hold (`decline_below`), one that only says the
+    question back or one resting on a block sentence that does not speak to the question (`answer_relevance`)
+    becomes the decline sentence, or the block sentence that answers the question by itself (`answers_itself`);
+    one copied from a neighbour of the sentence that answers becomes that sentence (`swap_margin`), ending the
+    answer; a bare value ("24 hours") becomes the block sentence that holds it (`fragment_words`); a yes-or-no
+    question that the model declines or answers "yes" or "no" gets the block sentence that settles it.
 
     With a `judge` (the folder of a learned judge: the probability that a block answers a question) the judge alone
     decides: the first reading with a block it scores at `judge_threshold` or more is asked, from those blocks in
@@ -190,13 +149,13 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
                 break
             searched.append((reading, found))
         for standalone, found in searched:
-            relevant = _relevant(standalone, found, relevance_threshold, embed)
+            relevant = _relevant(standalone, found, relevance_threshold, policy.sentence_relevance, embed)
             if relevant:
                 break
     if search is not None:
         # declined unasked; it joins the conversation all the same, so a follow-up ("What about children?") leans
         # on it, not on the answered turn before it, and as typed: a reading the documents refused keeps no subject
-        if not relevant or not judge and unknown_terms(question):
+        if not relevant or not judge and policy.unknown_terms and unknown_terms(question):
             answer = StreamingAnswer(iter([declined]), [], "", covered=False,
                                      on_done=lambda a: conversation.add(question, a.text))
             return answer if stream else answer.finished()
@@ -236,20 +195,24 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
             return Instead(declined) if says_not_in_sources(sentence) else None
         in_blocks = [split_sentences(text) for _, text in blocks]
         declines = says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
-        if (declines or _YES_NO_REPLY.match(sentence)) and _asks_yes_or_no(asked):
-            settling = _settling_sentence((asked, standalone), in_blocks, embed)
+        questions = (asked, standalone)
+        if (policy.settles_yes_no is not None and (declines or _YES_NO_REPLY.match(sentence))
+                and _asks_yes_or_no(asked)):
+            settling = _settling_sentence(questions, in_blocks, policy.settles_yes_no, embed)
             if settling is not None:
                 return Instead(settling)
         evidence = check_answer(sentence, blocks)
         if (declines
-                or evidence.score < DECLINE_BELOW or unfounded_words(sentence, asked, blocks)
-                or _echoes(sentence, (asked, standalone))
-                or not _speaks_to((asked, standalone), evidence, in_blocks, embed)):
-            return Instead(_self_evident(asked, in_blocks, embed) or declined)
-        answering = _answering_sentence(asked, sentence, evidence, in_blocks, embed)
+                or policy.decline_below is not None and evidence.score < policy.decline_below
+                or policy.unfounded_words and unfounded_words(sentence, asked, blocks)
+                or policy.echoes and _echoes(sentence, questions)
+                or policy.answer_relevance is not None
+                and not _speaks_to(questions, evidence, in_blocks, policy.answer_relevance, embed)):
+            return Instead(_self_evident(asked, in_blocks, policy.answers_itself, embed) or declined)
+        answering = _answering_sentence(asked, sentence, evidence, in_blocks, policy.swap_margin, embed)
         if answering is not None:
             return Instead(answering)
-        holding = _holding_sentence(asked, sentence, in_blocks, embed)
+        holding = _holding_sentence(asked, sentence, in_blocks, policy.fragment_words, embed)
         return None if holding is None else Instead(holding, final=False)
 
     pieces = guarded(checked_first_sentence(guarded(provider.stream(messages, max_new_tokens), guard), review), shown)
@@ -257,22 +220,25 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     return answer if stream else answer.finished()
 
 
-def _relevant(query: str, found: list[Source], threshold: float, embed: Embed) -> list[Source]:
-    """The found blocks that reach `threshold`, or hold a sentence at `SENTENCE_RELEVANCE`, in their order."""
-    below = [s for s in found if s.score < threshold]
+def _relevant(query: str, found: list[Source], threshold: float, sentence_threshold: float | None,
+              embed: Embed) -> list[Source]:
+    """The found blocks that reach `threshold`, or hold a sentence at `sentence_threshold` (None: none does), in
+    their order."""
+    below = [s for s in found if s.score < threshold] if sentence_threshold is not None else []
     sentences = [(s.chunk_id, text) for s in below for text in split_sentences(s.text)]
     near = set()
     if sentences:
         vectors = embed([query] + [text for _, text in sentences])
         near = {chunk for (chunk, _), similarity in zip(sentences, vectors[1:] @ vectors[0])
-                if similarity >= SENTENCE_RELEVANCE}
+                if similarity >= sentence_threshold}
     return [s for s in found if s.score >= threshold or s.chunk_id in near]
 
 
-def _speaks_to(questions: tuple[str, ...], evidence: Evidence, in_blocks: list[list[str]], embed: Embed) -> bool:
-    """Whether the answer's best evidence sentence, alone or with a neighbour in its block (a sentence such as
-    "The Guardian is Nadia Ferreira-Holt." names its subject in the one before), reaches `ANSWER_RELEVANCE`
-    against one of `questions`; `in_blocks` holds each block's sentences."""
+def _speaks_to(questions: tuple[str, ...], evidence: Evidence, in_blocks: list[list[str]], threshold: float,
+               embed: Embed) -> bool:
+    """Whether the answer's best evidence sentence, alone or with a neighbour in its block (a sentence may name
+    its subject in the one before), reaches `threshold` against one of `questions`; `in_blocks` holds each block's
+    sentences."""
     if not evidence.sentences:
         return True
     best = evidence.sentences[0]
@@ -281,22 +247,24 @@ def _speaks_to(questions: tuple[str, ...], evidence: Evidence, in_blocks: list[l
         if best in sentences:
             i = sentences.index(best)
             texts += [" ".join(sentences[max(i - 1, 0):i + 1]), " ".join(sentences[i:i + 2])]
-    return _reaches_relevance(questions, texts, embed)
+    return _reaches(questions, texts, threshold, embed)
 
 
-def _reaches_relevance(questions: tuple[str, ...], texts: list[str], embed: Embed) -> bool:
-    """Whether one of `texts` is `ANSWER_RELEVANCE` near one of `questions` by cosine."""
+def _reaches(questions: tuple[str, ...], texts: list[str], threshold: float, embed: Embed) -> bool:
+    """Whether one of `texts` is `threshold` near one of `questions` by cosine."""
     vectors = embed([*questions, *texts])
-    return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= ANSWER_RELEVANCE
+    return float((vectors[len(questions):] @ vectors[:len(questions)].T).max()) >= threshold
 
 
 def _answering_sentence(question: str, sentence: str, evidence: Evidence, in_blocks: list[list[str]],
-                        embed: Embed) -> str | None:
+                        margin: float | None, embed: Embed) -> str | None:
     """The block sentence nearest `question` (`context.nearness`) of those that state something (`_states`), when
-    both the answer's `sentence` and the block sentence it rests on are `SWAP_MARGIN` less near: the model copied a
+    both the answer's `sentence` and the block sentence it rests on are `margin` less near: the model copied a
     neighbour of the sentence that answers. When that neighbour is next to it in its block the two go together, in
-    their order, since the model's choice may hold what the nearest one only names ("Staff can raise concerns with
-    the Guardian. The Guardian is ..."); None when the answer stands. `in_blocks` holds each block's sentences."""
+    their order, since the model's choice may hold what the nearest one only names; None when the answer stands
+    (or `margin` is None). `in_blocks` holds each block's sentences."""
+    if margin is None:
+        return None
     placed = [(b, i) for b, sentences in enumerate(in_blocks) for i in range(len(sentences))]
     texts = [s for sentences in in_blocks for s in sentences]
     if not evidence.sentences or evidence.sentences[0] not in texts:
@@ -304,8 +272,8 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, in_blo
     near, stated = _nearness(question, texts, embed)
     best, rests_on = int(stated.argmax()), texts.index(evidence.sentences[0])
     # the answer's own sentence is embedded only when the sentence it rests on is already far below the best
-    if near[rests_on] > stated[best] - SWAP_MARGIN or \
-            nearness(question, [*texts, sentence], embed)[-1] > stated[best] - SWAP_MARGIN:
+    if near[rests_on] > stated[best] - margin or \
+            nearness(question, [*texts, sentence], embed)[-1] > stated[best] - margin:
         return None
     (block, i), (other_block, j) = placed[best], placed[rests_on]
     if block == other_block and abs(i - j) == 1:
@@ -313,17 +281,14 @@ def _answering_sentence(question: str, sentence: str, evidence: Evidence, in_blo
     return texts[best]
 
 
-def _self_evident(question: str, in_blocks: list[list[str]], embed: Embed) -> str | None:
-    """The block sentence nearest `question` of those that state something, when it is `ANSWERS_ITSELF` near."""
-    nearest = _nearest_stating(question, in_blocks, embed)
-    return nearest[0] if nearest is not None and nearest[1] >= ANSWERS_ITSELF else None
+def _self_evident(question: str, in_blocks: list[list[str]], threshold: float | None, embed: Embed) -> str | None:
+    """The block sentence nearest `question` of those that state something, when it is `threshold` near."""
+    nearest = _nearest_stating(question, in_blocks, embed) if threshold is not None else None
+    return nearest[0] if nearest is not None and nearest[1] >= threshold else None
 
 
 def _echoes(sentence: str, questions: tuple[str, ...]) -> bool:
-    """Whether every content word of `sentence` is one of the questions' own: it says back what was asked ("Which
-    tests need a blue-top tube?" -> "The laboratory tests need a blue-top tube."). On the dev set (Qwen-0.5B) 4
-    shown first sentences did, all wrong: 3 answers to off-topic questions and a policy named by its own code ("The
-    policy with the code POL-233 is POL-233")."""
+    """Whether every content word of `sentence` is one of the questions' own: it says back what was asked."""
     words = content_stems(sentence)
     return bool(words) and words <= set().union(*map(content_stems, questions))
 
@@ -333,11 +298,12 @@ def _asks_yes_or_no(question: str) -> bool:
     return bool(_YES_NO_QUESTION.match(re.split(r"(?<=[.!?])\s+", question.strip())[-1]))
 
 
-def _settling_sentence(questions: tuple[str, ...], in_blocks: list[list[str]], embed: Embed) -> str | None:
+def _settling_sentence(questions: tuple[str, ...], in_blocks: list[list[str]], threshold: float,
+                       embed: Embed) -> str | None:
     """The block sentence nearest the first of `questions` of those that state something, when its cosine to one
-    of them reaches `ANSWER_RELEVANCE`; else None."""
+    of them reaches `threshold`; else None."""
     nearest = _nearest_stating(questions[0], in_blocks, embed)
-    return nearest[0] if nearest is not None and _reaches_relevance(questions, [nearest[0]], embed) else None
+    return nearest[0] if nearest is not None and _reaches(questions, [nearest[0]], threshold, embed) else None
 
 
 def _nearest_stating(question: str, in_blocks: list[list[str]], embed: Embed) -> tuple[str, float] | None:
@@ -356,12 +322,13 @@ def _nearness(question: str, texts: list[str], embed: Embed) -> tuple[np.ndarray
     return near, np.where([_states(text) for text in texts], near, -np.inf)
 
 
-def _holding_sentence(question: str, sentence: str, in_blocks: list[list[str]], embed: Embed) -> str | None:
+def _holding_sentence(question: str, sentence: str, in_blocks: list[list[str]], most_words: int | None,
+                      embed: Embed) -> str | None:
     """The block sentence nearest `question` of those that state something and hold every content word and number
-    of `sentence`, when that is a bare value of at most `FRAGMENT_WORDS` words ("24 hours") and not the same
-    sentence; else None. `in_blocks` holds each block's sentences."""
+    of `sentence`, when that is a bare value of at most `most_words` words ("24 hours") and not the same sentence;
+    else None. `in_blocks` holds each block's sentences."""
     words = content_stems(sentence)
-    if not words or len(sentence.split()) > FRAGMENT_WORDS:
+    if most_words is None or not words or len(sentence.split()) > most_words:
         return None
     holders = [s for sentences in in_blocks for s in sentences if _states(s) and words <= content_stems(s)]
     if not holders:
