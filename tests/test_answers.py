@@ -71,9 +71,6 @@ def test_the_five_turn_session_typed_into_the_chatbot(tmp_path, model):
 @pytest.mark.parametrize("question", ["What is the maximum daily dose of ibuprofen for adults?",
                                       "How do I bake sourdough bread?",
                                       "Who won the 2018 FIFA World Cup?",
-                                      # nearby: the model asserts the question's words of another fact
-                                      "Who is the Deputy Practice Manager?",  # "... is Hana Brackley."
-                                      "How long is the lunch break on the early shift?",  # "... 07:30 to 15:30."
                                       # nearby: the model answers with a neighbouring fact of the same subject
                                       "When is the pharmacy open?"])  # "... empties the blue returns bin ..."
 def test_off_topic_questions_are_declined(default_bot, question):

@@ -112,28 +112,6 @@ def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot
     assert wrong.covered and not wrong.evidence.supported  # most of it is in the blocks: flagged, not declined
 
 
-@pytest.mark.parametrize("question, reply", [
-    ("Which room is the Brindleweed vaccine stored in?", "The Brindleweed vaccine is stored in the room."),
-    ("Who is the chief pharmacist of the Velmora clinic?",  # every word of it is in the blocks too
-     "The chief pharmacist of the Velmora clinic is the chief pharmacist."),
-])
-def test_an_answer_that_only_says_the_question_back_is_declined(facts_bot, question, reply):
-    answer = facts_bot.ask(question, model=ScriptedModel(reply), conversation=Conversation(0))
-    assert answer.text == NOT_COVERED.format(domain="velmora") and not answer.covered
-
-
-@pytest.mark.parametrize("question, reply, shown", [
-    ("I love grapefruit juice in the morning. Can I have it with my Quorvane?",  # a guess, and a wrong one
-     "Yes, you can have grapefruit juice with Quorvane.", "Never combine Quorvane with grapefruit juice."),
-    ("Do I need to eat something when I take Quorvane?", "That is not in the documents.",  # a decline
-     "Quorvane is taken with food."),
-    ("Can I bring my dog to the clinic?", "That is not in the documents.", None),  # no sentence speaks to it
-])
-def test_a_yes_or_no_question_is_answered_by_the_sentence_that_settles_it(facts_bot, question, reply, shown):
-    answer = facts_bot.ask(question, model=ScriptedModel(reply), conversation=Conversation(0))
-    assert answer.text == (shown or NOT_COVERED.format(domain="velmora")) and answer.covered == bool(shown)
-
-
 def test_a_question_naming_what_the_domain_never_mentions_is_declined_without_the_model(facts_bot):
     silent = ScriptedModel("should never be asked")
     answer = facts_bot.ask("What is the maximum daily dose of ibuprofen?", model=silent, conversation=Conversation(0))

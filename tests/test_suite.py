@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.suite import (BASELINE_PROMPT, EVAL_SETS, SUITE, baseline_message, figures, holds, load_splits,
                               normalize, outcome, wilson)
-from conftest import REPO
+from conftest import REPO, ScriptedModel
 from scripts.build_suite import squad_domain
 
 # SQuAD 2.0 articles reserved for acceptance: never read, trained on or evaluated on, under any path
@@ -112,6 +112,23 @@ def test_figures_pool_rows_with_their_intervals():
     low, high = wilson(26, 40)
     assert round(low, 3) == 0.495 and round(high, 3) == 0.779  # the Wilson interval of 26/40
     assert holds("Press Ctrl-C.", (("ctrl c",),)) and not holds("", (("x",),))
+
+
+def test_the_ablation_replays_a_prompt_and_weighs_a_rule_by_its_paired_difference():
+    from benchmarks.ablation import Replaying, difference, points
+
+    text, messages = "The answer is 42. More.", [{"role": "user", "content": "q"}]
+    model = Replaying(ScriptedModel(text))
+    assert list(model.stream(messages, 20)) == list(model.stream(messages, 20)) == list(ScriptedModel(text).stream(
+        messages, 20)) and model.generated == 1  # asked again: the same pieces, not generated again
+    list(model.stream(messages, 21))
+    assert model.generated == 2  # another prompt (here another length) is generated
+    rows = [{"domain": "d", "id": str(i), "pair": False, "shown": shown}
+            for i, shown in enumerate(("answered", "wrong fact", "declined"))]
+    whole = points(rows + [{"domain": "d", "id": "p", "pair": True, "shown": "answered"}])
+    assert whole == {("d", "0"): 1, ("d", "1"): -1, ("d", "2"): 1}  # pairs are not scored
+    ablated = {**whole, ("d", "0"): -1}
+    assert difference(whole, ablated, list(whole)) == (-2, 2.0)  # d = (-2, 0, 0): sqrt(3 * var 4/3)
 
 
 @pytest.mark.slow

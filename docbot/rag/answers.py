@@ -13,7 +13,7 @@ from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, nearness, select_context
 from .conversation import Conversation, question_to_ask
-from .evidence import Evidence, check_answer, content_stems, says_not_in_sources, split_sentences, unfounded_words
+from .evidence import Evidence, check_answer, content_stems, says_not_in_sources, split_sentences
 from .guards import GuardReport, Instead, checked_first_sentence, guarded
 from .judge import load_judge
 from .policy import AnswerPolicy
@@ -22,10 +22,6 @@ from .retrieval import Source
 
 __all__ = ["Answer", "StreamingAnswer", "answer_question", "check_question", "MAX_QUESTION_CHARS"]
 
-# a yes-or-no question's last sentence, and a reply that is a bare yes or no
-_YES_NO_QUESTION = re.compile(r"(?:can|could|is|are|am|was|were|do|does|did|should|shall|must|may|might|will|would|"
-                              r"has|have|had)\b", re.I)
-_YES_NO_REPLY = re.compile(r"\s*(?:yes|no)\b", re.I)
 MAX_QUESTION_CHARS = 4000  # about 1,000 tokens: more would push the context blocks out of a small model's window
 
 
@@ -184,30 +180,19 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
 
     def review(sentence: str) -> Instead | None:
         """In place of the first sentence: the decline, for the model's own decline or a sentence that speaks of
-        what the blocks do not hold (few of its words are in them, or it asserts the question's own words that
-        they never mention), only says the question back (`_echoes`) or rests on a sentence that does not speak
-        to the question, unless a block sentence answers the question by itself (`_self_evident`); the block
+        what the blocks do not hold (few of its words are in them) or rests on a sentence that does not speak to
+        the question, unless a block sentence answers the question by itself (`_self_evident`); the block
         sentence that answers instead of one resting on another (`_answering_sentence`), ending the answer; the
-        block sentence that holds a bare value (`_holding_sentence`), the rest following; before all these, for a
-        yes-or-no question declined or answered "yes" or "no", the block sentence that settles it
-        (`_settling_sentence`). None keeps the sentence."""
+        block sentence that holds a bare value (`_holding_sentence`), the rest following. None keeps the
+        sentence."""
         if not relevant or judge:
             return Instead(declined) if says_not_in_sources(sentence) else None
         in_blocks = [split_sentences(text) for _, text in blocks]
-        declines = says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
-        questions = (asked, standalone)
-        if (policy.settles_yes_no is not None and (declines or _YES_NO_REPLY.match(sentence))
-                and _asks_yes_or_no(asked)):
-            settling = _settling_sentence(questions, in_blocks, policy.settles_yes_no, embed)
-            if settling is not None:
-                return Instead(settling)
         evidence = check_answer(sentence, blocks)
-        if (declines
+        if (says_not_in_sources(sentence)  # `DECLINE_REPLY`, or the same in other words
                 or policy.decline_below is not None and evidence.score < policy.decline_below
-                or policy.unfounded_words and unfounded_words(sentence, asked, blocks)
-                or policy.echoes and _echoes(sentence, questions)
                 or policy.answer_relevance is not None
-                and not _speaks_to(questions, evidence, in_blocks, policy.answer_relevance, embed)):
+                and not _speaks_to((asked, standalone), evidence, in_blocks, policy.answer_relevance, embed)):
             return Instead(_self_evident(asked, in_blocks, policy.answers_itself, embed) or declined)
         answering = _answering_sentence(asked, sentence, evidence, in_blocks, policy.swap_margin, embed)
         if answering is not None:
@@ -285,25 +270,6 @@ def _self_evident(question: str, in_blocks: list[list[str]], threshold: float | 
     """The block sentence nearest `question` of those that state something, when it is `threshold` near."""
     nearest = _nearest_stating(question, in_blocks, embed) if threshold is not None else None
     return nearest[0] if nearest is not None and nearest[1] >= threshold else None
-
-
-def _echoes(sentence: str, questions: tuple[str, ...]) -> bool:
-    """Whether every content word of `sentence` is one of the questions' own: it says back what was asked."""
-    words = content_stems(sentence)
-    return bool(words) and words <= set().union(*map(content_stems, questions))
-
-
-def _asks_yes_or_no(question: str) -> bool:
-    """Whether the question's last sentence asks yes or no ("I've had gel polish put on. Am I allowed to work?")."""
-    return bool(_YES_NO_QUESTION.match(re.split(r"(?<=[.!?])\s+", question.strip())[-1]))
-
-
-def _settling_sentence(questions: tuple[str, ...], in_blocks: list[list[str]], threshold: float,
-                       embed: Embed) -> str | None:
-    """The block sentence nearest the first of `questions` of those that state something, when its cosine to one
-    of them reaches `threshold`; else None."""
-    nearest = _nearest_stating(questions[0], in_blocks, embed)
-    return nearest[0] if nearest is not None and _reaches(questions, [nearest[0]], threshold, embed) else None
 
 
 def _nearest_stating(question: str, in_blocks: list[list[str]], embed: Embed) -> tuple[str, float] | None:

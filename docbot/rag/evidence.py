@@ -11,9 +11,8 @@ sentence that says the rest of the claim gives another number or name, the claim
 claimed value occurs elsewhere in the block.
 
 It does not know the question, so a short answer that is true of the blocks but answers another question
-("25 mg", where both 25 mg and 40 mg occur) passes; `unfounded_words` knows it, and finds an answer that asserts
-the question's own words of a fact the blocks state of something else. It checks wording, not meaning: a
-paraphrase with few of the blocks' words is flagged.
+("25 mg", where both 25 mg and 40 mg occur) passes; the answer path's relevance rules see that. It checks wording,
+not meaning: a paraphrase with few of the blocks' words is flagged.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["Evidence", "check_answer", "content_stems", "highlight", "says_not_in_sources", "split_sentences",
-           "unfounded_words", "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
+           "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
 
 # Share of the answer's weighted content words that its evidence must hold. On the Medical dev set
 # (benchmarks/evidence.py) correct answers scored 0.89 or more, and the wrong answers that the number, code and
@@ -144,26 +143,6 @@ def check_answer(answer: str, blocks: Sequence[tuple[str, str]], *,
     ranked = sorted(picked, key=lambda s: -picked[s])[:MAX_SENTENCES]  # stable: ties keep the answer's order
     keywords = tuple(dict.fromkeys(w for w in found.values() if any(w.lower() in s.lower() for s in ranked)))
     return Evidence(tuple(ranked), supported and score >= threshold, round(score, 4), keywords)
-
-
-def unfounded_words(claim: str, question: str, blocks: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-    """The words of `question` that `claim` repeats and no block holds, when they make it a claim about something
-    the blocks never mention: a name, number or code ("The Deputy Practice Manager is Hana Brackley.", where the
-    blocks name only the Practice Manager), or two plain words or more ("The lunch break on the early shift runs
-    from 07:30 to 15:30."); else (). One plain word alone does not count: it may be the blocks' own thing in other
-    words ("The clinic aims for 95 percent" where they say "target"). `check_answer` cannot see this: every word
-    but the question's own is in the blocks.
-
-    Measured on the Medical dev set (Qwen-0.5B, the first sentence checked before it is shown): off-topic
-    questions declined 44/59 against 36/59, the 30 nearby ones ("Who is the Deputy Practice Manager?") 17/30
-    against 9/30, with the answers (22/30, none wrongly declined) and follow-up pairs (34/42) unchanged; the 3
-    right answers with one such word ("aims", "ask", "Deceased") stay."""
-    held = {t.norm for _, text in blocks for t in _tokens(text)}
-    asked = {t.norm for t in _tokens(question)}
-    repeated = [t for t in _tokens(_CITATION.sub(" ", claim), answer=True) if t.norm in asked and t.norm not in held]
-    if len({t.norm for t in repeated}) >= 2 or any(t.kind != "word" for t in repeated):
-        return tuple(dict.fromkeys(t.surface for t in repeated))
-    return ()
 
 
 def says_not_in_sources(sentence: str) -> bool:

@@ -19,10 +19,6 @@ class AnswerPolicy:
     sentence_relevance: float | None = 0.6
     # a first sentence with less than this weighted share of its content words in the blocks is declined
     decline_below: float | None = 0.35
-    # a first sentence asserting the question's own words that the blocks never mention is declined
-    unfounded_words: bool = True
-    # a first sentence whose content words are all the question's says it back, and is declined
-    echoes: bool = True
     # the block sentence a first sentence rests on must be this near the question, else it is declined
     answer_relevance: float | None = 0.56
     # a block sentence this near the question (nearness) is shown in place of a declined first sentence
@@ -31,8 +27,6 @@ class AnswerPolicy:
     swap_margin: float | None = 0.1
     # a first sentence of at most this many words is shown as the block sentence that holds its words
     fragment_words: int | None = 6
-    # a yes-or-no question declined or answered bare gets the block sentence at this cosine that settles it
-    settles_yes_no: float | None = 0.56
 
     def without(self, *rules: str) -> AnswerPolicy:
         """This policy with `rules` (field names) switched off."""
