@@ -164,8 +164,6 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     guard = GuardReport()
     # the guard again on what is shown: a block sentence put in the first one's place is words the model did not
     # write, and with the model's next ones it can complete a loop that the model's own stream does not hold
-    # (SmolLM2 on dev: "New staff wear a green lanyard during their first 4 weeks." and three more sentences
-    # around the same words)
     shown = GuardReport()
 
     def done(answer: StreamingAnswer) -> None:

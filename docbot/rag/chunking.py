@@ -76,9 +76,9 @@ def chunk_pages(domain: str, source: str, pages: Iterable[Page], size: int, over
 
 def _windows(text: str, limit: int) -> Iterator[str]:
     """`text` in pieces of at most `limit` characters, each cut at its last paragraph break, else line break, else
-    space in its second half. The splitter holds every word of its input at once: one 10 MB line with no newline
-    cost ~300 MB (and a line with no spaces 10 s) before it was fed in windows. A text within `limit` is one piece,
-    so the chunks of ordinary pages are unchanged."""
+    space in its second half. The splitter holds every word of its input at once, so a huge line with no newline
+    (or no spaces) costs it far more memory and time than its text. A text within `limit` is one piece, so the
+    chunks of ordinary pages are unchanged."""
     start = 0
     while len(text) - start > limit:
         end = start + limit

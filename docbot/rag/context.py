@@ -1,12 +1,10 @@
 """Context that answers: the retrieved blocks cut down to their sentences nearest the question.
 
-On a CPU the prompt's tokens are what cost time before the first word (prefill: ~110 tokens/s for Qwen-0.5B on
-2 cores), so the context is the sentences of the top blocks nearest the question, within one character budget for
-all blocks together, each kept in its block and in its order. Nearest means the embedding's cosine plus a share of
-the question's rare words (`WORDS_WEIGHT`), the sentence-level twin of hybrid search. Measured on the Medical dev
-set with Qwen-0.5B: the 600 best characters of the top 3 blocks answer 21/30 and resolve 17/24 follow-up pairs,
-against 22/30 and 16/24 for the whole best block, with a prompt of ~200 tokens instead of ~300. Whole sentences
-chosen by word overlap (the earlier rule) lost follow-up answers on the test set.
+On a CPU the prompt's tokens are what cost time before the first word (prefill), so the context is the sentences
+of the top blocks nearest the question, within one character budget for all blocks together, each kept in its
+block and in its order: the best sentences of several blocks answer about as well as one whole block, in a shorter
+prompt. Nearest means the embedding's cosine plus a share of the question's rare words (`WORDS_WEIGHT`), the
+sentence-level twin of hybrid search.
 
 The answer prompt and the training prompts select alike (`datasets.to_row` calls the same function), so a
 fine-tuned model sees at training time what it sees when it answers.
@@ -24,8 +22,8 @@ from .evidence import content_stems, split_sentences
 __all__ = ["nearness", "select_context", "Embed", "WORDS_WEIGHT"]
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length rows (an `Embedder.embed`)
-# Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone ranks "Adult records
-# are kept for 8 years" above "Children's records are kept until ..." for "How long are children's records kept?".
+# Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone can rank a sentence
+# that shares the question's common words above the one that holds its distinguishing word.
 WORDS_WEIGHT = 0.5
 
 
@@ -61,7 +59,7 @@ def nearness(question: str, sentences: list[str], embed: Embed) -> np.ndarray:
 
 def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """The sentences less those repeated inside another: neighbouring chunks overlap, so the next block starts
-    with the end of the one before, often cut mid-sentence ("The maximum daily dose of Zorvexin for")."""
+    with the end of the one before, often cut mid-sentence."""
     texts = [s.lower() for _, s in sentences]
     return [sentences[i] for i, t in enumerate(texts)
             if not any(j != i and t in other and (t != other or j < i) for j, other in enumerate(texts))]

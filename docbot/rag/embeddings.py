@@ -1,9 +1,8 @@
 """The embedding model: the bundled all-MiniLM-L6-v2 by default, or any sentence-transformers folder or id.
 
 On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX) the model runs in bfloat16: embedding, the cost of
-indexing, is then ~1.7x faster, and each vector stays within cosine 0.999 of the float32 one (measured on 1,352
-chunks of LaTeX documentation with benchmarks/ingest.py's corpus). Vectors are always normalized in float32, so
-indexes built either way are interchangeable.
+indexing, is then faster, and each vector stays very close to the float32 one. Vectors are always normalized in
+float32, so indexes built either way are interchangeable.
 """
 
 from __future__ import annotations
@@ -28,15 +27,13 @@ class Embedder:
     """Unit-length embeddings on CPU; `model_id`, `dimension` and `backend` are recorded in every collection built
     with it."""
 
-    # What computes the vectors. The same model run by another engine gives other vectors (ONNX int8 was measured
-    # at cosine 0.993, README), so a collection is only queried by the backend that filled it. bf16 and float32
-    # runs of this one are interchangeable (module docstring).
+    # What computes the vectors. The same model run by another engine gives other vectors, so a collection is only
+    # queried by the backend that filled it. bf16 and float32 runs of this one are interchangeable (module docstring).
     backend = "sentence-transformers"
     REMEMBERED = 4096  # vectors `embed_remembered` keeps: 6 MB for MiniLM's 384 floats, a few domains' sentences
 
     # Chunks per forward pass. Each batch is padded to its longest chunk; smaller batches of length-sorted chunks
-    # waste less and stay in cache: 16 embedded 600 chunks of 1,000 characters 1.3x faster than 128 (fp32, 2 cores:
-    # ~29 against ~22 chunks/s; bf16: ~68 against ~55), while 4 lost again in bf16.
+    # waste less and stay in cache, down to a size where the per-batch overhead wins again.
     def __init__(self, name: str = "all-MiniLM-L6-v2", batch_size: int = 16) -> None:
         location, self.model_id = locate(name)
         self.batch_size = batch_size
@@ -65,11 +62,8 @@ class Embedder:
     def embed_remembered(self, texts: list[str]) -> np.ndarray:
         """`embed`, remembering the last `REMEMBERED` texts' vectors: an answer embeds its blocks' sentences to
         choose its context and again to check its first sentence, the next questions on the same documents meet
-        many of the same sentences, and so do the training rows of one chunk. Measured on 20 Medical dev questions
-        (Qwen-0.5B on llama.cpp, 2 cores, each way twice in alternating processes): 35.4 s against 37.0 s in all,
-        first text p50 1.68 s against 1.80 s, the same 20 answers. A remembered bfloat16 vector may differ a little
-        from one computed in another batch: on the whole dev set one reply of 281 changed (an off-topic question
-        answered from a near block)."""
+        many of the same sentences, and so do the training rows of one chunk. A remembered bfloat16 vector may
+        differ a little from one computed in another batch, so a reply near a threshold can change."""
         if not texts:
             return self.embed(texts)
         with self._remembering:
@@ -98,9 +92,8 @@ class Embedder:
             torch.set_num_threads(threads)
 
 
-# A search question is embedded on one thread. It costs one user ~2 ms (15.5-16.6 against 13.9-14.2 ms on 2 cores),
-# but idle OpenMP workers spin at every parallel step: with 4 teammates' processes and a writer on 2 cores
-# (benchmarks/load.py), retrieval p50 was 349 ms with two threads per question and 68 ms with one.
+# A search question is embedded on one thread. It costs a lone user a little time, but idle OpenMP workers spin at
+# every parallel step, so with several processes sharing few cores more threads make every search slower.
 _QUESTION_THREADS = 1
 
 

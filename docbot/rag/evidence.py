@@ -26,10 +26,8 @@ from typing import NamedTuple
 __all__ = ["Evidence", "check_answer", "content_stems", "highlight", "says_not_in_sources", "split_sentences",
            "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
 
-# Share of the answer's weighted content words that its evidence must hold. On the Medical dev set
-# (benchmarks/evidence.py) correct answers scored 0.89 or more, and the wrong answers that the number, code and
-# name rules let through scored 0.53 or less; every threshold from 0.6 to 0.8 gave the same rates, and 0.7 sits
-# in the middle of that gap.
+# Share of the answer's weighted content words that its evidence must hold: in the middle of the gap between the
+# scores of correct answers and of the wrong ones that the number, code and name rules let through.
 SUPPORT_THRESHOLD = 0.7
 MAX_SENTENCES = 2  # evidence shown per answer: one per claim, the best first
 
@@ -42,8 +40,8 @@ _STOPWORDS = frozenset(
     "those there their they them he she his her we our you your i me my do does did can could should would will "
     "shall may might must not no yes than then so if into about over under what which who whom whose when where "
     "why how all any each per also only just very has have had up out am pm dr mr mrs ms prof".split()
-    # words that place the asker, not the facts: "Who's the head of nursing here?" -> "The head of nursing here is
-    # Tobias Wrenfield." is no claim about a "here" the documents never mention
+    # words that place the asker, not the facts: "Who's the manager here?" -> "The manager here is Jane Smith." is
+    # no claim about a "here" the documents never mention
     + "here now".split()
     # words an answer uses to talk about its sources rather than to state a fact
     + "according answer based block blocks context document documents information mention mentioned note "
@@ -94,7 +92,7 @@ class _Token(NamedTuple):
     norm: str
     kind: str
     surface: str
-    joined: bool = False  # follows the previous token inside one name ("Freedom to Speak Up Guardian")
+    joined: bool = False  # follows the previous token inside one name ("Office for Health and Safety")
 
 
 class _Sentence(NamedTuple):
@@ -110,8 +108,8 @@ def check_answer(answer: str, blocks: Sequence[tuple[str, str]], *,
     Each claim (sentence) of the answer gets the block sentence that holds most of its weighted content words,
     plus a second one when the claim joins two facts. The answer is supported when the evidence holds at least
     `threshold` of its weighted content words, every number and code of each claim, each name whole, and no
-    block sentence that says the rest of a claim gives another value instead ("standard ... 12 minutes" against
-    a claimed "standard ... 24 minutes", even when "double ... 24 minutes" is also there).
+    block sentence that says the rest of a claim gives another value instead ("adults ... 10 days" against a
+    claimed "adults ... 14 days", even when "children ... 14 days" is also there).
     """
     claims = [c for c in split_sentences(_CITATION.sub(" ", answer or "")) if not _DECLINE.search(c)]
     claim_tokens = [t for t in (_tokens(c, answer=True) for c in claims) if t]
@@ -153,7 +151,7 @@ def says_not_in_sources(sentence: str) -> bool:
 
 
 def _names(tokens: list[_Token]) -> list[frozenset[str]]:
-    """The claim's names, each as the set of its words ("Dr. Imelda Okafor" -> {imelda, okafor})."""
+    """The claim's names, each as the set of its words ("Dr. Jane Smith" -> {jane, smith})."""
     names: list[set[str]] = []
     for previous, t in zip([None, *tokens], tokens):
         if t.kind != "name":
@@ -198,9 +196,9 @@ def _contradicted(tokens: list[_Token], wanted: dict[str, float], hard: set[str]
             continue
         claimed = {kinds[w] for w in value}
         if value not in hard_values:
-            # a name may stand in for any words ("a green lanyard" -> "a Speak Up Guardian"), unless another
-            # sentence gives the name with most of the claim ("The Medical Director is Dr. Imelda Okafor" for
-            # "The Medical Director of the clinic is Dr. Imelda Okafor")
+            # a name may stand in for any words ("a blue badge" -> "a Site Manager"), unless another sentence
+            # gives the name with most of the claim ("The Director is Dr. Jane Smith" for "The Director of the
+            # clinic is Dr. Jane Smith")
             half = sum(wanted[w] for w in context) / 2
             if any(value <= s.norms and sum(wanted[w] for w in context & s.norms) >= half for s in sentences):
                 continue

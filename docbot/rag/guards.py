@@ -20,7 +20,7 @@ from typing import NamedTuple
 __all__ = ["GuardReport", "Instead", "guarded", "checked_first_sentence", "count_loops", "LOOP_WORDS"]
 
 LOOP_WORDS = 6  # a run of this many words seen three times is a loop (the evaluation counts loops the same way)
-# "mg.The" ends a sentence too; a title does not ("Dr. Imelda Okafor" is one sentence, checked whole)
+# "mg.The" ends a sentence too; a title does not ("Dr. Jane Smith" is one sentence, checked whole)
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b(?:Dr|Mr|Ms|St)\.)(?<!\bMrs\.)(?<!\bProf\.)\s+|\n+|"
                            r"(?<=[a-z0-9][.!?])(?=[A-Z])")
 

@@ -30,10 +30,9 @@ __all__ = ["DomainIndex", "SyncReport", "StoredChunk", "Hit", "rebuild_domain", 
 
 log = logging.getLogger("docbot")
 # Each embedding call is sized to take about this long, measured as it goes, and its files are written as soon as
-# it returns: a crash or Ctrl-C loses at most that much work on any CPU. Fixed groups of 256 chunks lost up to 8 s
-# on 2 cores without bf16, and kills in the first 17 s of a 24 s load left no file finished (benchmarks/crash.py)
+# it returns: a crash or Ctrl-C loses at most that much work on any CPU, where fixed-size groups lose more on a slow one
 _EMBED_SECONDS = 2.0
-_PAGE = 5000  # records per read of a whole collection (10,868 in one read worked, 110,873 did not)
+_PAGE = 5000  # records per read of a whole collection: one read of a large one breaks SQLite's variable limit
 _FIRST_GROUP = 16  # chunks in the first call, before the speed is known
 _MAX_GROUP = 512  # larger calls are no faster
 
@@ -235,7 +234,7 @@ class DomainIndex:
             return getattr(self._collection, method)(**kwargs)
 
     def _read_all(self, include: list[str]) -> dict[str, list]:
-        """Every record, in pages of `_PAGE`: one read of 110,000 chunks broke SQLite's limit on query variables."""
+        """Every record, in pages of `_PAGE`: one read of a large collection breaks SQLite's query-variable limit."""
         res: dict[str, list] = {"ids": [], "documents": [], "metadatas": []}
         while True:
             page = self._read("get", include=include, limit=_PAGE, offset=len(res["ids"]))

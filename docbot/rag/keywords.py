@@ -22,7 +22,7 @@ from .index import DomainIndex
 __all__ = ["KeywordIndex", "WORD", "base_forms"]
 
 log = logging.getLogger("docbot")
-WORD = re.compile(r"[a-z][a-z0-9]+(?:-[a-z0-9]+)*")  # a word of the domain's vocabulary ("lilac-top" whole)
+WORD = re.compile(r"[a-z][a-z0-9]+(?:-[a-z0-9]+)*")  # a word of the domain's vocabulary ("follow-up" whole)
 _IDS = "docbot_ids.json"  # the chunk ids in bm25s's document order, and the vocabulary; written last
 _INFLECTIONS = (("ies", "y"), ("es", ""), ("s", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", ""))
 

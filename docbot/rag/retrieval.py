@@ -15,10 +15,7 @@ __all__ = ["Retriever", "Source", "rrf_fuse"]
 _RRF_K = 60  # the constant from Cormack et al. (2009); damps the weight of the very first ranks
 _POOL = 20  # candidates taken from each ranking before fusing
 # A word the domain never uses names something it does not cover when the embedding model's vocabulary spells it
-# in this many pieces or more. On the Medical dev set (99 off-topic questions, 110 answerable) any word the domain
-# never uses and the vocabulary lacks whole was in 23 off-topic questions and 9 answerable ones, all users' words of
-# 2 pieces ("jabbed", "freezer", "housebound", "printouts"); from 3 pieces it is in 16 off-topic and no answerable
-# one, and 6 of the 7 off-topic questions no longer caught are declined by the other checks (Qwen-0.5B).
+# in this many pieces or more; users' own words for what the documents hold take fewer.
 _NAME_PIECES = 3
 _QUANTITY = re.compile(r"\b\d+(?:-[a-z]+)+")  # "10-year-old", "5-day"
 
@@ -69,16 +66,16 @@ class Retriever:
 
     def unknown_terms(self, question: str) -> list[str]:
         """The question's names that occur nowhere in the domain: words in no chunk that the embedding model's
-        vocabulary spells in `_NAME_PIECES` pieces or more. "ibuprofen" in a question about a formulary that never
-        names it is the sign of a question the documents do not cover; "freezer" or "handwash" in one about a
-        cream that "must not be frozen" or "hand washing" is the user's own word for what they hold."""
+        vocabulary spells in `_NAME_PIECES` pieces or more. A drug or product that no chunk names is the sign of a
+        question the documents do not cover; "freezer" for "must not be frozen", or "handwash" for "hand
+        washing", is the user's own word for what they hold."""
         vocabulary, pieces = self.keywords.vocabulary(), self.index.embedder.word_pieces
 
         def unknown(word: str) -> bool:  # in no chunk in any of its forms, and spelled like a name in all of them
             return all(f not in vocabulary and pieces(f) >= _NAME_PIECES for f in base_forms(word))
 
         question = _QUANTITY.sub(" ", question.lower())  # "10-year-old" is a quantity: its words name nothing
-        # a hyphenated word is known whole ("lilac-top") or by its parts; short parts ("wi-fi", "one-off") name nothing
+        # a hyphenated word is known whole ("follow-up") or by its parts; short parts ("wi-fi", "one-off") name nothing
         return [w for w in WORD.findall(question) if len(w) > 3 and not any(f in vocabulary for f in base_forms(w))
                 and (parts := [part for part in w.split("-") if len(part) > 3]) and all(map(unknown, parts))]
 
