@@ -143,9 +143,10 @@ def test_with_a_judge_the_bot_asks_from_the_blocks_it_passes_and_declines_the_re
     assert not declined.covered and not declined.sources and unasked.sent == 0
 
 
-def test_the_recorded_judge_manifest_names_no_reserved_or_evaluation_article():
-    manifest = json.loads((REPO / "docs" / "judge-manifest.json").read_text(encoding="utf-8"))
-    articles = _articles(manifest["data"])
+@pytest.mark.parametrize("recorded, data", [("judge-manifest.json", "data"), ("reader-manifest.json", None)])
+def test_the_recorded_manifests_name_no_reserved_or_evaluation_article(recorded, data):
+    manifest = json.loads((REPO / "docs" / recorded).read_text(encoding="utf-8"))
+    articles = _articles(manifest[data]) if data else {a for s in manifest["judge_data"].values() for a in s["articles"]}
     assert len(articles) > 400
     assert not articles & (RESERVED | set(ALLOWLIST["dev"]) | set(ALLOWLIST["test"]))
 
