@@ -107,12 +107,11 @@ def answer_question(question: str, *, search: Callable[[str], list[Source]] | No
     only the blocks left are cited. A follow-up is asked after the exchange it leans on, that turn's blocks
     included (`Conversation.exchange_before`). The model's stream goes through the guards, and its first sentence
     is held back until it is complete and reviewed by the rules of `policy` (`policy.AnswerPolicy`, in its field
-    order): the model's own decline, a sentence the blocks hardly hold (`decline_below`), one that only says the
-    question back or one resting on a block sentence that does not speak to the question (`answer_relevance`)
-    becomes the decline sentence, or the block sentence that answers the question by itself (`answers_itself`);
-    one copied from a neighbour of the sentence that answers becomes that sentence (`swap_margin`), ending the
-    answer; a bare value ("24 hours") becomes the block sentence that holds it (`fragment_words`); a yes-or-no
-    question that the model declines or answers "yes" or "no" gets the block sentence that settles it.
+    order): the model's own decline, a sentence the blocks hardly hold (`decline_below`) or one resting on a block
+    sentence that does not speak to the question (`answer_relevance`) becomes the decline sentence, or the block
+    sentence that answers the question by itself (`answers_itself`); one copied from a neighbour of the sentence
+    that answers becomes that sentence (`swap_margin`), ending the answer; a bare value ("24 hours") becomes the
+    block sentence that holds it (`fragment_words`).
 
     With a `judge` (the folder of a learned judge: the probability that a block answers a question) the judge alone
     decides: the first reading with a block it scores at `judge_threshold` or more is asked, from those blocks in

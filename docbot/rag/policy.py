@@ -1,5 +1,5 @@
 """The answer path's rules and their thresholds, in one place. Each rule is a named unit in `answers`; each can be
-switched off (None or False) so that `benchmarks/answer_quality.py --ablate` measures what it is worth. The
+switched off (None or False) so that `benchmarks/ablation.py` measures what it is worth. The
 measurements behind each value are in docs/answers.md."""
 
 from __future__ import annotations
