@@ -215,7 +215,7 @@ def _gold_block(r: dict, docs: dict) -> tuple[str, str]:
 
 
 def _gold_sentence(gold: str, blocks: list[tuple[str, str]]) -> str:
-    from docbot.rag.evidence import split_sentences
+    from docbot.rag.text import split_sentences
 
     for sentence in split_sentences("\n".join(t for _, t in blocks)):
         if gold.lower() in sentence.lower():

@@ -30,7 +30,7 @@ from docbot.files import read_json, sha256_file, write_bytes_atomic, write_json_
 from docbot.providers.base_models import resolve_base_model  # noqa: E402
 from docbot.rag.context import select_context  # noqa: E402
 from docbot.rag.embeddings import Embedder  # noqa: E402
-from docbot.rag.evidence import split_sentences  # noqa: E402
+from docbot.rag.text import split_sentences  # noqa: E402
 from docbot.rag.prompts import DECLINE_REPLY, build_messages  # noqa: E402
 from docbot.tuning.export import export_lora_gguf  # noqa: E402
 from docbot.tuning.training import train_lora  # noqa: E402

@@ -112,7 +112,7 @@ def test_a_domain_of_stopwords_alone_has_a_keyword_index_that_finds_nothing(tmp_
 
 def test_a_load_that_changed_the_index_saves_its_keyword_index_for_the_first_question(tmp_path, models_dir):
     """At 110,873 chunks building it took 30 s: the load that changed the index pays it, not a later question."""
-    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
     bots = [ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                                index_dir=str(tmp_path / "index"), models_dir=str(models_dir)) for _ in range(2)]
     assert bots[0].load_domain("velmora", progress=False).added
@@ -145,7 +145,7 @@ def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
 
 
 def test_reload_embeds_only_what_changed(tmp_path, models_dir):
-    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                              index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
     first = bot.load_domain("velmora", progress=False)
@@ -168,7 +168,7 @@ def test_reload_embeds_only_what_changed(tmp_path, models_dir):
 
 
 def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, models_dir, caplog):
-    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
+    write_facts_domain(tmp_path / "Documents" / "Velmora")
     (docs / "empty.txt").write_text("")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ntrailer garbage")
     (docs / "page.pdf").write_bytes(b"<!DOCTYPE html><html><body>Not found</body></html>")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docbot.rag.evidence import Evidence, check_answer, highlight, says_not_in_sources, split_sentences
+from docbot.rag.evidence import Evidence, check_answer, highlight, says_not_in_sources
+from docbot.rag.text import split_sentences
 from docbot.rag.prompts import NOT_COVERED
 
 # Two blocks as retrieval hands them over: PDF text wraps mid-sentence, Markdown has headings and list items.

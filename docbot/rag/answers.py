@@ -13,7 +13,8 @@ from ..errors import DocbotError
 from ..providers import Provider
 from .context import Embed, nearness, select_context
 from .conversation import Conversation, question_to_ask
-from .evidence import Evidence, check_answer, content_stems, says_not_in_sources, split_sentences
+from .evidence import Evidence, check_answer, says_not_in_sources
+from .text import content_stems, split_sentences
 from .guards import GuardReport, Instead, checked_first_sentence, guarded
 from .judge import load_judge
 from .policy import AnswerPolicy

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .evidence import content_stems, split_sentences
+from .text import content_stems, split_sentences
 
 __all__ = ["nearness", "select_context", "Embed", "WORDS_WEIGHT"]
 

@@ -18,12 +18,13 @@ not meaning: a paraphrase with few of the blocks' words is flagged.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Evidence", "check_answer", "content_stems", "highlight", "says_not_in_sources", "split_sentences",
+from .text import ABBREVIATIONS, NUMBER_WORDS, SOURCE_TALK, STOPWORDS, split_sentences, stem
+
+__all__ = ["Evidence", "check_answer", "highlight", "says_not_in_sources",
            "SUPPORT_THRESHOLD", "MAX_SENTENCES"]
 
 # Share of the answer's weighted content words that its evidence must hold: in the middle of the gap between the
@@ -35,21 +36,7 @@ _WEIGHT = {"number": 3.0, "code": 3.0, "name": 3.0, "word": 1.0}
 _HARD = frozenset({"number", "code"})  # kinds the evidence must hold, whatever the coverage
 _BOLD, _RESET = "\033[1m", "\033[0m"
 
-_STOPWORDS = frozenset(
-    "a an the and or but of to in on at for by with from as is are was were be been being it its this that these "
-    "those there their they them he she his her we our you your i me my do does did can could should would will "
-    "shall may might must not no yes than then so if into about over under what which who whom whose when where "
-    "why how all any each per also only just very has have had up out am pm dr mr mrs ms prof".split()
-    # words that place the asker, not the facts: "Who's the manager here?" -> "The manager here is Jane Smith." is
-    # no claim about a "here" the documents never mention
-    + "here now".split()
-    # words an answer uses to talk about its sources rather than to state a fact
-    + "according answer based block blocks context document documents information mention mentioned note "
-      "provide provided question say says state stated states text".split())
-_NUMBER_WORDS = {w: str(n) for n, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
 _UNITS = frozenset("mg g kg mcg ml l mm cm m km percent degree hour minute second day week month year".split())
-_ABBREVIATIONS = frozenset("dr mr mrs ms prof st no vs e.g i.e etc approx ext".split())
 _SOURCE = r"(?:documents?|text|blocks?|context|information|sources?|data)"
 _DECLINE = re.compile(  # only sentences about the sources: "Staff do not give results" is a fact to check
     rf"\bnot (?:in|covered (?:by|in)|found in|mentioned in|provided in|included in|stated in|given in|available "
@@ -64,12 +51,8 @@ _ADDRESS = re.compile(  # an e-mail or web address, one token
 _TOKEN = re.compile(rf"{_ADDRESS.pattern}|"
                     r"[A-Za-z]{1,5}-?\d+[A-Za-z]?\b(?!:)|\d+(?:[.:]\d+)*|%|[A-Za-z]+(?:['’][A-Za-z]+)*")
 _CODE = re.compile(r"[A-Za-z]{1,5}-?\d+[A-Za-z]?")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•>]|#{1,6}|\d{1,2}[.)])\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _CLOCK = re.compile(r"(?P<hour>1[0-2]|0?[1-9])(?::(?P<minute>[0-5]\d))?\s*(?P<half>[ap])\.?m\b\.?", re.I)
 _NAME_GLUE = re.compile(r"(?:[\s.'’-]|\b(?:of|to|up|and|the|for|dr|mr|mrs|ms|prof)\b)*", re.I)
-_WRAPPED_LINE = 70  # characters: a line this long that ends without punctuation was wrapped (PDF text)
-_JOINING = frozenset("a an the of to for by with and or in on at from is are was as than under over per".split())
 
 
 @dataclass(frozen=True)
@@ -224,51 +207,6 @@ def highlight(sentence: str, keywords: Iterable[str]) -> str:
     return pattern.sub(lambda m: f"{_BOLD}{m.group(0)}{_RESET}", sentence)
 
 
-def split_sentences(text: str) -> list[str]:
-    """The sentences of `text`, whitespace collapsed: list items, headings and short lines stand alone, a line
-    that wraps mid-sentence (as PDF text does) is joined to the next, and sentences end at . ! ? except after
-    an abbreviation such as "Dr."."""
-    units: list[str] = []
-    previous = ""  # the line before, "" after a blank line
-    for raw in unicodedata.normalize("NFKC", text).splitlines():
-        line = " ".join(raw.split())
-        item = _LIST_ITEM.match(line)
-        if item:
-            line = line[item.end():]
-        if not line:
-            previous = ""
-            continue
-        if previous and not item and _continues(previous, line):
-            units[-1] += " " + line
-        else:
-            units.append(line)
-        previous = line
-    sentences = []
-    for unit in units:
-        pieces = _SENTENCE_END.split(unit)
-        merged = [pieces[0]]
-        for piece in pieces[1:]:
-            last_word = merged[-1].rsplit(" ", 1)[-1].rstrip(".").lower()
-            if last_word in _ABBREVIATIONS or len(last_word) == 1 and last_word.isalpha():
-                merged[-1] += " " + piece
-            else:
-                merged.append(piece)
-        sentences += [s.strip() for s in merged if s.strip()]
-    return sentences
-
-
-def _continues(previous: str, line: str) -> bool:
-    """Whether `line` goes on with the sentence `previous` left open (a wrapped line)."""
-    if previous[-1] in ".!?:;":
-        return False
-    if len(previous) >= _WRAPPED_LINE:
-        return True
-    if line[0].islower() or line[0].isdigit():
-        return True
-    last = previous.rsplit(" ", 1)[-1].lower()
-    return last in _JOINING or previous[-1] in ",-("
-
-
 def _tokens(text: str, answer: bool = False) -> list[_Token]:
     """Content tokens, normalised: lower case, crude stems, number words as digits, "40mg" as "40 mg", "07:30" as
     "7:30", "%" as "percent", codes without their hyphen. A number followed by a unit ("40 mg") is one token, so
@@ -323,34 +261,12 @@ def _classify(word: str, text: str, start: int) -> tuple[str, str | None]:
     lower = word.lower().replace("’", "'")
     if lower.endswith("'s"):
         lower = lower[:-2]
-    if lower in _NUMBER_WORDS:
-        return "number", _NUMBER_WORDS[lower]
-    if lower in _STOPWORDS:
+    if lower in NUMBER_WORDS:
+        return "number", NUMBER_WORDS[lower]
+    if lower in STOPWORDS or lower in SOURCE_TALK:
         return "word", None
     before = text[:start].rstrip()
-    after_title = before.rsplit(None, 1)[-1].rstrip(".").lower() in _ABBREVIATIONS if before else False
+    after_title = before.rsplit(None, 1)[-1].rstrip(".").lower() in ABBREVIATIONS if before else False
     sentence_start = not before or before[-1] in ".!?:\n-*#>" and not after_title
     name = word[0].isupper() and not sentence_start or any(c.isupper() for c in word[1:]) and not word.isupper()
-    return ("name" if name else "word"), _stem(lower)
-
-
-def content_stems(text: str) -> set[str]:
-    """The stems of `text`'s words that carry meaning (stopwords dropped), a number word as its digits ("three":
-    "3"): how two texts' words are compared."""
-    return {_NUMBER_WORDS.get(w) or _stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOPWORDS}
-
-
-def _stem(word: str) -> str:
-    """A crude stem: plurals singular ("boxes", "policies"), then -ing, -ed, -er, -or off ("visiting",
-    "visitors" and "visit" meet). Both sides get the same treatment, so a stem need not be a word."""
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        if word.endswith("ies"):
-            word = word[:-3] + "y"
-        elif word.endswith(("xes", "ches", "shes", "sses")):
-            word = word[:-2]
-        else:
-            word = word[:-1]
-    for suffix in ("ing", "ed", "er", "or"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[:-len(suffix)]
-    return word
+    return ("name" if name else "word"), stem(lower)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
 
+from .text import sentence_ends
+
 __all__ = ["GuardReport", "Instead", "guarded", "checked_first_sentence", "count_loops", "LOOP_WORDS"]
 
 LOOP_WORDS = 6  # a run of this many words seen three times is a loop (the evaluation counts loops the same way)
-# "mg.The" ends a sentence too; a title does not ("Dr. Jane Smith" is one sentence, checked whole)
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b(?:Dr|Mr|Ms|St)\.)(?<!\bMrs\.)(?<!\bProf\.)\s+|\n+|"
-                           r"(?<=[a-z0-9][.!?])(?=[A-Z])")
 
 
 @dataclass
@@ -46,14 +45,14 @@ def guarded(pieces: Iterator[str], report: GuardReport | None = None) -> Iterato
         for piece in pieces:
             report.raw += piece
             raw = report.raw
-            for end in _SENTENCE_END.finditer(raw, sentence_start):
-                sentence = _key(raw[sentence_start:end.start()])
+            for gap_start, gap_end in sentence_ends(raw, sentence_start):
+                sentence = _key(raw[sentence_start:gap_start])
                 if sentence in seen:
                     report.fired = "repeated sentence"
                     break
                 if sentence:
                     seen.add(sentence)
-                sentence_start = end.end()
+                sentence_start = gap_end
             partial = _key(raw[sentence_start:])
             held_back = report.fired or (partial and any(s.startswith(partial) for s in seen))
             allowed = sentence_start if held_back else len(raw)
@@ -113,9 +112,9 @@ def _first_sentence(pieces: Iterator[str]) -> tuple[str, str]:
     held = ""
     for piece in pieces:
         held += piece
-        end = _SENTENCE_END.search(held, len(held) - len(held.lstrip()))
-        if end is not None:
-            return held[:end.start()], held[end.start():]
+        gaps = sentence_ends(held, len(held) - len(held.lstrip()))
+        if gaps:
+            return held[:gaps[0][0]], held[gaps[0][0]:]
     return held, ""
 
 

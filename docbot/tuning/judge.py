@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from ..rag.evidence import content_stems
+from ..rag.text import content_stems
 from .qa_generation import GROUNDING_THRESHOLD, QAPair, content_words
 
 __all__ = ["ANSWERABLE_THRESHOLD", "GROUNDING_THRESHOLD", "REASONS", "judge"]

@@ -15,17 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..providers import Provider
+from ..rag.text import STOPWORDS, split_sentences
 
 __all__ = ["QAPair", "gives_away", "rules_pairs", "llm_pairs", "pairs_schema", "parse_llm_json", "grounded", "Deduper",
            "GROUNDING_THRESHOLD"]
 
 GROUNDING_THRESHOLD = 0.8  # share of an answer's content words that must occur in its chunk
 DUPLICATE_JACCARD = 0.8  # questions whose word sets overlap this much are near-duplicates
-_STOPWORDS = frozenset(
-    "a an the and or but of to in on at for by with from as is are was were be been being it its this that these "
-    "those there their they them he she his her we our you your i me my do does did can could should would will "
-    "shall may might must not no yes than then so if into about over under what which who whom whose when where "
-    "why how all any each per".split())
 _SALIENT = re.compile(r"\d|\b[A-Z]{2,}-?\d+\b|\b(?:Dr|Mr|Mrs|Ms|Nurse|Professor)\.?\s+[A-Z]")
 _PERSON = re.compile(r"^(?:Dr|Mr|Mrs|Ms|Nurse|Professor|Reverend|Sister)\.?\s+[A-Z]|^[A-Z][a-z]+ [A-Z][a-z'-]+$")
 _COPULA = re.compile(r"^(?:The |the )?(?P<subject>[^,;:]{3,80}?) (?P<verb>is|are|was|were) (?P<answer>[^;]{2,90})$")
@@ -50,7 +46,7 @@ class QAPair:
 
 def content_words(text: str) -> list[str]:
     """Lower-case words and numbers that carry meaning (stopwords dropped)."""
-    return [w for w in re.findall(r"[a-z0-9]+(?:[.:'-][a-z0-9]+)*", text.lower()) if w not in _STOPWORDS]
+    return [w for w in re.findall(r"[a-z0-9]+(?:[.:'-][a-z0-9]+)*", text.lower()) if w not in STOPWORDS]
 
 
 def grounded(answer: str, chunk: str, threshold: float = GROUNDING_THRESHOLD) -> bool:
@@ -189,24 +185,11 @@ def _span_pairs(sentence: str) -> list[QAPair]:
 
 
 def _sentences(text: str) -> Iterator[str]:
-    """Sentences of 4-30 words that end in a full stop (returned without it). A short line with no punctuation
-    before a capitalised one is a heading (PDF text has no blank line after it), and a line whose words are mostly
-    capitalised is a title: neither is glued to the sentence after it."""
-    text = "\n".join(f"\n{line}\n" if _heading_like(line) else line for line in text.split("\n"))
-    for block in re.split(r"\n\s*\n|\n(?=#)|\n(?=[-*] )", text):
-        block = " ".join(block.split()).lstrip("-* ")
-        for sentence in re.split(r"(?<!\bDr\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bSt\.)(?<!\bMrs\.)(?<=[.!?])\s+(?=[A-Z])", block):
-            sentence = sentence.strip()
-            if sentence.endswith(".") and 4 <= len(sentence.split()) <= 30 and not sentence.startswith("#"):
-                yield sentence[:-1]
-
-
-def _heading_like(line: str) -> bool:
-    """A title or heading line: mostly capitalised words, or a few words with no sentence punctuation."""
-    words = line.split()
-    return bool(words) and not line.rstrip().endswith((".", "!", "?")) and (
-        sum(w[:1].isupper() for w in words) > 0.6 * len(words)
-        or (len(words) <= 5 and not re.search(r"[.!?:;,]", line) and line[:1].isupper()))
+    """Sentences of 4-30 words that end in a full stop (returned without it): headings, list lead-ins and
+    fragments are no place for a question."""
+    for sentence in split_sentences(text):
+        if sentence.endswith(".") and 4 <= len(sentence.split()) <= 30:
+            yield sentence[:-1]
 
 
 def _sections(text: str) -> Iterator[tuple[str, str]]:
