@@ -14,12 +14,12 @@ from .bot import ConfigurableDocBot
 from .config import Config, load_config
 from .errors import (ConfigError, DocbotError, DocumentError, IndexBusyError, IndexMismatchError, ModelNotFoundError,
                      ProviderError, StoreError)
-from .rag.answers import Answer, StreamingAnswer
+from .rag.answers import Answer, Retraction, StreamingAnswer
 from .rag.conversation import Conversation
 from .rag.retrieval import Source
 
 __all__ = [
-    "Answer", "StreamingAnswer", "ConfigurableDocBot", "Config", "Conversation", "load_config", "Source",
+    "Answer", "StreamingAnswer", "Retraction", "ConfigurableDocBot", "Config", "Conversation", "load_config", "Source",
     "DocbotError", "ConfigError", "DocumentError", "IndexMismatchError", "ModelNotFoundError", "ProviderError",
     "StoreError", "IndexBusyError",
 ]

@@ -17,7 +17,8 @@ from .bot import ConfigurableDocBot
 from .config import settings_file
 from .errors import DocbotError
 from .providers import PACKAGED_MODELS, PROVIDER_CHOICES
-from .rag.evidence import highlight
+from . import Retraction
+from .rag.evidence import check_answer, highlight
 
 __all__ = ["main"]
 
@@ -131,6 +132,8 @@ class Repl:
         answer = self.bot.ask(question, stream=True)
         try:
             for piece in answer:
+                if isinstance(piece, Retraction):  # the text shown stays, marked as withdrawn
+                    self.out.write(f"\n  [withdrawn: {piece.reason}]\n")
                 self.out.write(clean(piece))
                 self.out.flush()
         except KeyboardInterrupt:
@@ -176,9 +179,11 @@ class Repl:
         last = self.bot.last_answer
         if last is None or not last.sources:
             return self.say("no sources yet: ask a question about the documents first")
-        for n, src in enumerate(last.sources, start=1):
-            print(f"[{n}] {clean(str(src))}  (similarity {src.score:.2f}, chunk {src.chunk_id})\n"
-                  f"    {clean(src.excerpt)}", file=self.out)
+        for n, src in enumerate(last.sources, start=1):  # in rank order, each with what in it backs the answer
+            print(f"[{n}] {clean(str(src))}  (similarity {src.score:.2f}, chunk {src.chunk_id})", file=self.out)
+            backing = check_answer(last.text, [(str(src), src.text)]).sentences
+            for sentence in backing or ["(no sentence of it holds the answer's words)"]:
+                print(f"    {clean(sentence)}", file=self.out)
 
     def cmd_model(self, args: str) -> None:
         parts = shlex.split(args)

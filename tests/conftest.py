@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.injection import write_pdf  # noqa: F401 (the tests' PDF writer, shared with the benchmark)
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DOCBOT_CONFIG", str(REPO / "tests" / "machinery_settings.py"))  # SmolLM2 answers (fast)
 
@@ -48,20 +50,6 @@ def smollm2(smollm2_path):
     from docbot.providers.transformers_local import TransformersProvider
 
     return TransformersProvider(smollm2_path)
-
-
-def write_pdf(path: Path, pages: list[str]) -> Path:
-    """A real PDF with one page per string (fpdf2, core font), as a user's scanner-free export would be."""
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("Helvetica", size=11)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 6, text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pdf.output(str(path))
-    return path
 
 
 # Invented facts a small model cannot know, spread over a PDF (two pages), a text file and a Markdown file:

@@ -121,7 +121,8 @@ def test_a_bare_value_is_shown_as_the_documents_sentence_that_holds_it(default_b
     # the rest of the answer follows, less a sentence that only repeats the one shown
     followed = default_bot.ask(question, model=ScriptedModel(f"24 hours. {sentence} Use form DB-1."),
                                conversation=Conversation(0), stream=True)
-    assert "".join(followed) == f"{sentence} Use form DB-1."
+    list(followed)
+    assert followed.text == f"{sentence} Use form DB-1."
     digits = default_bot.ask("How many times a day should patients apply Mirtoloxan?", conversation=Conversation(0),
                              model=ScriptedModel("3 times a day"))  # "3" is the documents' "three"
     assert digits.text == "Patients apply a thin layer of Mirtoloxan three times a day."
@@ -163,7 +164,8 @@ def test_checking_an_answer_never_changes_torchs_thread_count_while_the_model_wr
                              model=ScriptedModel("The temperature of the fridge is recorded at 09:00 and at 17:00."),
                              conversation=Conversation(0))
     calls.clear()  # the search has run; what follows runs while the model writes
-    assert "".join(answer) == "Medicine fridges must be kept between 2 and 8 degrees Celsius."
+    list(answer)
+    assert answer.text == "Medicine fridges must be kept between 2 and 8 degrees Celsius."
     assert calls == []
 
 

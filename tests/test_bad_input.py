@@ -50,7 +50,7 @@ def encrypted_pdf(path, text: str, user_password: str, algorithm: str):
 def test_each_unusable_file_is_one_line_naming_it_and_the_reason(tmp_path, models_dir, caplog, monkeypatch):
     from fpdf import FPDF
 
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     (docs / "empty.pdf").write_bytes(b"")
     (docs / "blank.md").write_text(" \n\t\n")
     whole = write_pdf(tmp_path / "whole.pdf", ["The Orvik lighthouse is 71 metres tall."]).read_bytes()

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from conftest import FACTS, ScriptedModel, write_facts_domain, write_pdf
-from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError
+from docbot import ConfigurableDocBot, ConfigError, Conversation, DocbotError, IndexMismatchError, Retraction
 from docbot.rag.retrieval import rrf_fuse
 from docbot.rag.store import open_store
 
@@ -34,10 +34,10 @@ def test_streaming_yields_pieces_as_they_come_and_carries_sources(facts_bot):
     assert answer.sources and answer.sources[0].file == "handbook.pdf"  # known before the first piece
     pieces = list(answer)
     assert "".join(pieces) == answer.text and "35" in answer.text
-    # the first sentence comes whole, once checked against the blocks; the rest as the model writes it
+    # every piece as the model writes it, the first sentence too (checked once complete, and kept)
     text = "The maximum daily dose of Quorvane is 35 mg. Take it with food, never with grapefruit juice."
     scripted = list(facts_bot.ask(FACTS[1][0], stream=True, model=ScriptedModel(text), conversation=Conversation(0)))
-    assert scripted[0].startswith("The maximum daily dose of Quorvane is 35 mg.") and len(scripted) > 5
+    assert scripted[:3] == ["The ", "maxi", "mum "] and not any(isinstance(p, Retraction) for p in scripted)
     assert "".join(scripted) == text
 
 
@@ -145,7 +145,7 @@ def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
 
 
 def test_reload_embeds_only_what_changed(tmp_path, models_dir):
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                              index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
     first = bot.load_domain("velmora", progress=False)
@@ -168,7 +168,7 @@ def test_reload_embeds_only_what_changed(tmp_path, models_dir):
 
 
 def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, models_dir, caplog):
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     (docs / "empty.txt").write_text("")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ntrailer garbage")
     (docs / "page.pdf").write_bytes(b"<!DOCTYPE html><html><body>Not found</body></html>")

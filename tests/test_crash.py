@@ -81,7 +81,7 @@ def _hold_write_lease(index_dir, domain: str) -> subprocess.Popen:
 
 def test_second_writer_names_the_holder_readers_go_on_and_a_killed_holder_frees_the_lock(tmp_path, models_dir,
                                                                                          caplog):
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                              index_dir=str(tmp_path / "index"), models_dir=str(models_dir), lock_timeout=0.5)
     bot.load_domain("velmora", progress=False)

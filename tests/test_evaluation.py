@@ -249,7 +249,7 @@ def test_a_users_question_file_and_the_repl_command(tiny_bot, tmp_path):
 
 
 def test_without_a_fine_tuned_version_the_base_arms_run_alone(tmp_path, tiny_model):
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", model=tiny_model, base_model=tiny_model,
                              documents_dir=str(tmp_path / "Documents"), index_dir=str(tmp_path / "index"),
                              models_dir=str(tmp_path / "models"), data_dir=str(tmp_path / "data"), max_new_tokens=8)

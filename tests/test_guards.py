@@ -11,7 +11,8 @@ import pytest
 from conftest import FACTS, REPO, ScriptedModel
 from docbot import Conversation
 from docbot.rag.conversation import leans_on_previous
-from docbot.rag.guards import GuardReport, Instead, checked_first_sentence, count_loops, guarded
+from docbot.rag.guards import GuardReport, count_loops, guarded
+from docbot.rag.review import Instead, Retraction, checked_first_unit
 from docbot.rag.prompts import NOT_COVERED
 
 
@@ -67,40 +68,51 @@ def test_the_models_own_decline_becomes_the_decline_sentence(facts_bot):
     declining = ScriptedModel("That is not in the documents. It may be in another source.", piece=2)
     answer = facts_bot.ask("What is the fire code at Velmora on Sundays?", model=declining,
                            conversation=Conversation(0), stream=True)
-    assert "".join(answer) == NOT_COVERED.format(domain="velmora")
+    pieces = list(answer)
+    assert "".join(pieces[:-1]).strip() == "That is not in the documents." and isinstance(pieces[-1], Retraction)
+    assert answer.text == NOT_COVERED.format(domain="velmora")
     assert not answer.covered and answer.sources == []
     almost = facts_bot.ask(FACTS[4][0], model=ScriptedModel("That is Code Tangerine."), conversation=Conversation(0))
     assert "Code Tangerine." in almost.text and almost.covered  # a reply that only starts alike
 
 
-@pytest.mark.parametrize("text, shown", [
-    ("Paris is the capital. It is in France.", "DECLINED"),  # the first sentence is rejected: nothing else shown
-    ("It opens at 06:45. Paris is the capital.", "It opens at 06:45. Paris is the capital."),  # only the first
-    ("Paris is the capital", "DECLINED"),  # the stream ended inside the first sentence: it is checked all the same
-    ("\n\nIt opens at 06:45.", "\n\nIt opens at 06:45."),  # leading blank lines do not end a sentence
-    ("Dr. Paris leads it. It opens at 06:45.", "DECLINED"),  # a title does not end the sentence: checked whole
-    ("06:45. It opens at 06:45. Daily.", "It opens at 06:45. Daily."),  # in a bare value's place: no repeat
-    ("06:45. Then it closes.", "It opens at 06:45. Then it closes."),  # and the rest follows
+@pytest.mark.parametrize("text, stands, withdrawn", [
+    ("Paris is the capital. It is in France.", "DECLINED", "Paris is the capital."),  # shown, then withdrawn
+    ("It opens at 06:45. Paris is the capital.", "It opens at 06:45. Paris is the capital.", None),  # only the first
+    ("Paris is the capital", "DECLINED", "Paris is the capital"),  # the stream ended inside it: checked all the same
+    ("\n\nIt opens at 06:45.", "\n\nIt opens at 06:45.", None),  # leading blank lines do not end a sentence
+    ("Dr. Paris leads it. It opens at 06:45.", "DECLINED", "Dr. Paris leads it."),  # a title does not end it
+    ("06:45. It opens at 06:45. Daily.", "It opens at 06:45. Daily.", "06:45."),  # in a bare value's place: no repeat
+    ("06:45. Then it closes.", "It opens at 06:45. Then it closes.", "06:45."),  # and the rest follows
+    ("You need:\n- a form\n- a photo\nThen wait.", "You need:\n- a form\n- a photo\nThen wait.", None),  # a list
+    ("Paris needs:\n1. a form\n2. a photo\nThen wait.", "DECLINED", "Paris needs:\n1. a form\n2. a photo\n"),
 ])
-def test_the_first_sentence_is_held_back_until_it_is_checked(text, shown):
+def test_the_first_unit_is_shown_as_it_comes_and_withdrawn_when_a_rule_replaces_it(text, stands, withdrawn):
     checked: list[str] = []
 
-    def review(sentence: str) -> Instead | None:
-        checked.append(sentence)
-        if sentence.strip() == "06:45.":
+    def review(unit: str) -> Instead | None:
+        checked.append(unit)
+        if unit.strip() == "06:45.":
             return Instead("It opens at 06:45.", final=False)
-        return Instead("DECLINED") if "Paris" in sentence else None
+        return Instead("DECLINED") if "Paris" in unit else None
 
-    pieces = iter([text[i:i + 3] for i in range(0, len(text), 3)])
-    assert "".join(checked_first_sentence(pieces, review)) == shown
+    pieces = list(checked_first_unit(iter([text[i:i + 3] for i in range(0, len(text), 3)]), review))
+    retractions = [i for i, piece in enumerate(pieces) if isinstance(piece, Retraction)]
+    final = "".join(pieces[retractions[-1]:] if retractions else pieces)
+    assert final == stands
+    assert ("".join(pieces[:retractions[0]]) if retractions else None) == withdrawn  # every word of it was shown
     assert len(checked) == 1 and text.strip().startswith(checked[0].strip())
+    if "You need" in text or "Paris needs" in text:
+        assert checked[0].rstrip().endswith("a photo")  # a list is read whole, lead-in and items
 
 
 def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot):
     worldly = ScriptedModel("A normal adult blood pressure is about 120 over 80 mmHg. Exercise helps.")
     answer = facts_bot.ask("What are the side effects of Quorvane?", model=worldly, conversation=Conversation(0),
                            stream=True)
-    assert "".join(answer) == NOT_COVERED.format(domain="velmora")  # nothing of it was shown first
+    pieces = list(answer)
+    assert "".join(pieces).startswith("A normal adult") and pieces[-1] == NOT_COVERED.format(domain="velmora")
+    assert isinstance(pieces[-1], Retraction) and answer.text == pieces[-1]  # shown as written, then withdrawn
     assert not answer.covered and answer.sources == []
     assert 0 < worldly.sent < 20  # asked, and closed after its first sentence
     # unless a block sentence answers the question by itself: that one is shown instead

@@ -46,7 +46,8 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
     assert "switch [DOMAIN [PATH]]" in out  # help
     answer = out.split("velmora> ")[2]
     assert "35 mg" in answer and "[1] handbook.pdf p.2" in answer
-    assert "Quorvane" in out.split("velmora> ")[3]  # `sources` shows the excerpt
+    listing = out.split("velmora> ")[3].splitlines()  # `sources`: in rank order, each with the sentences that back
+    assert listing[0].startswith("[1] handbook.pdf p.2") and "maximum daily dose of Quorvane is 35 mg" in listing[1]
     assert "generator rules:" in err and "chat_train" in out
     written = sorted(p.name for p in (tmp_path / "fine_tuning_data").iterdir())
     assert any(n.startswith("instruction_data_velmora_") for n in written) and any(n.startswith("bundle_") for n in written)

@@ -36,7 +36,7 @@ def on_server(server, monkeypatch):
 
 def test_domains_sync_and_search_work_unchanged_on_the_server(on_server, tmp_path, models_dir, monkeypatch):
     monkeypatch.setenv("DOCBOT_CACHE", str(tmp_path / "my-cache"))  # each machine keeps its own keyword index
-    write_facts_domain(tmp_path / "Documents" / "Velmora")
+    docs = write_facts_domain(tmp_path / "Documents" / "Velmora")
     bot = ConfigurableDocBot(provider="transformers", documents_dir=str(tmp_path / "Documents"),
                              index_dir=str(tmp_path / "index"), models_dir=str(models_dir))
     first = bot.load_domain("velmora", progress=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DocumentError
+from .injection import find_instructions, strip_markdown_comments
 
 __all__ = ["SUPPORTED_SUFFIXES", "Page", "discover", "read_pages"]
 
@@ -39,7 +40,9 @@ def discover(root: str | Path) -> list[Path]:
 
 
 def read_pages(path: Path) -> list[Page]:
-    """The file's text as pages; raises `DocumentError` naming the file and the reason it cannot be used."""
+    """The file's text as pages; raises `DocumentError` naming the file and the reason it cannot be used. A
+    sentence that gives the assistant orders is warned of, naming the file and line (`injection`); a Markdown
+    file's HTML comments, which its readers never see, are left out."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -47,6 +50,13 @@ def read_pages(path: Path) -> list[Page]:
     if not data.strip():
         raise DocumentError(f"{path}: empty file")
     pages = _read_pdf(path, data) if path.suffix.lower() == ".pdf" else [Page(None, _decode_text(path, data))]
+    for page in pages:
+        for line, sentence in find_instructions(page.text):
+            where = f"page {page.number} line {line}" if page.number is not None else f"line {line}"
+            log.warning("%s %s: reads as an instruction to the assistant, kept out of every answer: %.80s",
+                        path, where, sentence)
+    if path.suffix.lower() == ".md":
+        pages = [Page(p.number, strip_markdown_comments(p.text)) for p in pages]
     pages = [p for p in pages if p.text.strip()]
     if not pages:
         what = "no text layer (a scanned PDF? run OCR first)" if path.suffix.lower() == ".pdf" else "no text"

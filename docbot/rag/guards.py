@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain
-from typing import NamedTuple
 
 from .text import sentence_ends
 
-__all__ = ["GuardReport", "Instead", "guarded", "checked_first_sentence", "count_loops", "LOOP_WORDS"]
+__all__ = ["GuardReport", "guarded", "count_loops", "LOOP_WORDS"]
 
 LOOP_WORDS = 6  # a run of this many words seen three times is a loop (the evaluation counts loops the same way)
 
@@ -74,48 +72,6 @@ def guarded(pieces: Iterator[str], report: GuardReport | None = None) -> Iterato
             yield tail
     finally:
         getattr(pieces, "close", lambda: None)()
-
-
-class Instead(NamedTuple):
-    """What a review shows in place of the first sentence."""
-
-    text: str
-    final: bool = True  # the model's text after the sentence is not shown (and no longer generated)
-
-
-def checked_first_sentence(pieces: Iterator[str], review: Callable[[str], Instead | None]) -> Iterator[str]:
-    """The pieces with the first sentence held back until it is complete (or the stream ends); if
-    `review(sentence)` returns an `Instead`, its text is yielded in the sentence's place, and then either the
-    stream is closed or the rest follows, less a next sentence that only repeats it. The rest flows as it comes."""
-    try:
-        sentence, rest = _first_sentence(pieces)
-        instead = review(sentence) if sentence else None
-        if instead is None:
-            yield sentence + rest
-            yield from pieces
-            return
-        yield instead.text
-        if instead.final:
-            return
-        following, rest = _first_sentence(chain([rest], pieces))
-        if _key(following).rstrip(".!? ") != _key(instead.text).rstrip(".!? "):
-            yield following
-        yield rest
-        yield from pieces
-    finally:
-        getattr(pieces, "close", lambda: None)()
-
-
-def _first_sentence(pieces: Iterator[str]) -> tuple[str, str]:
-    """Read `pieces` until a sentence is complete: (the text up to its end, the text read after it); (all that was
-    read, "") when the stream ends first. Blank lines before the sentence do not end it."""
-    held = ""
-    for piece in pieces:
-        held += piece
-        gaps = sentence_ends(held, len(held) - len(held.lstrip()))
-        if gaps:
-            return held[:gaps[0][0]], held[gaps[0][0]:]
-    return held, ""
 
 
 def count_loops(text: str, words: int = LOOP_WORDS) -> int:
