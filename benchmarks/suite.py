@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SETS = ROOT / "eval_sets"
 SUITE = EVAL_SETS / "suite.json"
+USED_UP = EVAL_SETS / "used_up.json"  # questions of a split already run and read: left out of it
 KINDS = ("public benchmark", "technical manual", "invented-fact samples")
 
 # The fair plain baseline: docbot's retrieval (hybrid), the top 4 blocks, this one user message, no system message.
@@ -76,8 +77,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def load_splits(split: str, domains: list[str] | None = None, sampled: bool = True) -> list[Split]:
     """The suite's domains that have `split` ("dev" or "test"), optionally only those named, each with its
-    questions and pairs; `sampled` keeps the seeded sample the suite's `sample` sizes ask for."""
+    questions and pairs less the used-up ones (`USED_UP`); `sampled` keeps the seeded sample the suite's `sample`
+    sizes ask for."""
     suite = json.loads(SUITE.read_text(encoding="utf-8"))
+    used_up = json.loads(USED_UP.read_text(encoding="utf-8")).get(split, {})
     chosen = [d for d in suite["domains"] if split in d and (domains is None or d["name"] in domains)]
     unknown = set(domains or ()) - {d["name"] for d in suite["domains"]}
     if unknown:
@@ -85,10 +88,11 @@ def load_splits(split: str, domains: list[str] | None = None, sampled: bool = Tr
     splits = []
     for d in chosen:
         files = d[split]
+        used = set(used_up.get(d["name"], ()))
         questions = [Question(r["id"], r["question"], gold_of(r), r.get("source"))
-                     for r in read_jsonl(EVAL_SETS / files["questions"])]
+                     for r in read_jsonl(EVAL_SETS / files["questions"]) if r["id"] not in used]
         pairs = [Pair(r["id"], r["first"], r["then"], gold_of(r), r.get("source"), r["kind"])
-                 for r in read_jsonl(EVAL_SETS / files["turns"])] if "turns" in files else []
+                 for r in read_jsonl(EVAL_SETS / files["turns"]) if r["id"] not in used] if "turns" in files else []
         if sampled:
             rng = random.Random(f"{suite['seed']}:{d['name']}:{split}")
             size = d["sample"]

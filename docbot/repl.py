@@ -27,7 +27,7 @@ Ask a question about the current domain's documents, or type a command:
   help                      this list
   switch [DOMAIN [PATH]]    change domain (or add one from PATH); bare: list domains
   domains                   list domains
-  sources                   excerpts of the last answer's sources
+  sources                   the last answer's sources, each with the sentences that back it
   model [PROVIDER] [MODEL]  show the model, or change it (provider: {providers})
   reindex [DOMAIN [PATH]]   re-embed every file of a domain (the current one by default)
   fine-tune                 write training data and the Colab notebook from the current domain

@@ -62,3 +62,13 @@ def test_sentence_vectors_are_remembered_between_answers_within_a_bound(embedder
     embedder.embed_remembered(["Fourth."])  # the least recently used is forgotten: "The alarm sounds."
     embedder.embed_remembered(["The alarm sounds.", "A new one."])
     assert embedded[-2:] == ["Fourth.", "The alarm sounds."]
+
+
+def test_a_list_is_kept_whole_with_its_lead_in(embed):
+    breach = ("# Data breaches\n\nA suspected breach is reported within 24 hours. After a suspected breach, staff "
+              "must:\n- lock the affected computer\n- write down the time\n- call the Data Protection Officer\n\n"
+              "The Data Protection Officer keeps the breach register. Training on data protection is yearly.")
+    kept = select_context("What must staff do after a suspected breach?", [("breach.md", breach)], 120, embed)
+    assert all(item in kept[0][1] for item in ("- lock the affected computer", "- write down the time",
+                                               "- call the Data Protection Officer"))
+    assert "register" not in kept[0][1]  # the budget still holds for the rest

@@ -4,6 +4,7 @@ told from new questions."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -104,6 +105,20 @@ def test_the_first_unit_is_shown_as_it_comes_and_withdrawn_when_a_rule_replaces_
     assert len(checked) == 1 and text.strip().startswith(checked[0].strip())
     if "You need" in text or "Paris needs" in text:
         assert checked[0].rstrip().endswith("a photo")  # a list is read whole, lead-in and items
+
+
+def test_the_chat_shows_a_withdrawn_sentence_marked_and_then_what_replaces_it(facts_bot, monkeypatch):
+    from docbot.repl import Repl
+
+    ask = facts_bot.ask
+    worldly = ScriptedModel("A normal adult blood pressure is about 120 over 80 mmHg. Exercise helps.")
+    monkeypatch.setattr(facts_bot, "ask", lambda question, **kw: ask(question, model=worldly,
+                                                                     conversation=Conversation(0), **kw))
+    out, err = io.StringIO(), io.StringIO()
+    Repl(facts_bot, out, err).answer("What are the side effects of Quorvane?")
+    shown = [line.rstrip() for line in out.getvalue().splitlines()]
+    assert shown == ["A normal adult blood pressure is about 120 over 80 mmHg.",
+                     "  [withdrawn: the documents do not back it]", NOT_COVERED.format(domain="velmora")]
 
 
 def test_an_answer_the_blocks_do_not_hold_becomes_the_decline_sentence(facts_bot):

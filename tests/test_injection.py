@@ -39,9 +39,9 @@ def planted_bot(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("planted")
     planted = planted_domain(work / "Documents" / "planted")
-    bot = ConfigurableDocBot(config=Config().replace(index_dir=str(work / "index"), documents_dir=str(work / "Documents"),
-                                                     models_dir=str(REPO / "models"), provider="llamacpp",
-                                                     context_chars=0))
+    config = Config().replace(index_dir=str(work / "index"), documents_dir=str(work / "Documents"),
+                              models_dir=str(REPO / "models"), provider="llamacpp", context_chars=0)
+    bot = ConfigurableDocBot(config=config)
     return bot, planted
 
 

@@ -46,7 +46,7 @@ def test_a_session_answers_cites_switches_reports_errors_and_quits(tmp_path, mod
     assert "switch [DOMAIN [PATH]]" in out  # help
     answer = out.split("velmora> ")[2]
     assert "35 mg" in answer and "[1] handbook.pdf p.2" in answer
-    listing = out.split("velmora> ")[3].splitlines()  # `sources`: in rank order, each with the sentences that back
+    listing = out.split("velmora> ")[3].splitlines()  # `sources`: in rank order, each with what backs the answer
     assert listing[0].startswith("[1] handbook.pdf p.2") and "maximum daily dose of Quorvane is 35 mg" in listing[1]
     assert "generator rules:" in err and "chat_train" in out
     written = sorted(p.name for p in (tmp_path / "fine_tuning_data").iterdir())

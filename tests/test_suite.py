@@ -76,6 +76,14 @@ def test_no_question_of_a_sealed_split_is_in_a_dev_split_or_in_the_tests():
     assert not [q for q in sealed if q in tests]
 
 
+def test_a_used_up_question_never_returns_to_its_split():
+    used_up = json.loads((EVAL_SETS / "used_up.json").read_text(encoding="utf-8"))["test"]
+    assert sum(map(len, used_up.values())) >= 160  # the sealed sample that sessions ran and read
+    for d in load_splits("test", sampled=False):
+        assert not ({q.id for q in d.questions} | {p.id for p in d.pairs}) & set(used_up.get(d.domain, ())), d.domain
+        assert d.questions
+
+
 def test_the_baseline_prompt_is_word_for_word_the_fixed_one():
     message = baseline_message("How long is the notice?", ["First block.\n", "Second block."])
     assert message == {"role": "user", "content":

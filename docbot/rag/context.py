@@ -13,6 +13,7 @@ fine-tuned model sees at training time what it sees when it answers.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length rows (an `Embe
 # Weight of the question's rare words shared by a sentence, added to the cosine: MiniLM alone can rank a sentence
 # that shares the question's common words above the one that holds its distinguishing word.
 WORDS_WEIGHT = 0.5
+_LIST = re.compile(r"^[^\n]*\S:[ \t]*\n(?:[ \t]*(?:[-*•]|\d{1,2}[.)])[ \t]+\S[^\n]*(?:\n|$))+", re.M)
 
 
 def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int,
@@ -34,7 +36,7 @@ def select_context(question: str, blocks: Sequence[tuple[str, str]], budget: int
     they fit or `budget` is 0."""
     if budget <= 0 or sum(len(text) for _, text in blocks) <= budget:
         return list(blocks)
-    sentences = _distinct([(b, s) for b, (_, text) in enumerate(blocks) for s in split_sentences(text)])
+    sentences = _distinct([(b, s) for b, (_, text) in enumerate(blocks) for s in _units(text)])
     if not sentences:
         return list(blocks)
     similarity = nearness(question, [s for _, s in sentences], embed)
@@ -55,6 +57,17 @@ def nearness(question: str, sentences: list[str], embed: Embed) -> np.ndarray:
     question's words it holds, each weighted by its rarity among `sentences`."""
     vectors = embed([question] + sentences)
     return vectors[1:] @ vectors[0] + WORDS_WEIGHT * _shared_words(question, sentences)
+
+
+def _units(text: str) -> list[str]:
+    """The sentences of `text`, except that a list (a lead-in line ending in ":" and its item lines) is one unit,
+    its lines kept: a list answer needs every item, not the few nearest the question."""
+    units, at = [], 0
+    for match in _LIST.finditer(text):
+        units += split_sentences(text[at:match.start()])
+        units.append("\n".join(" ".join(line.split()) for line in match.group().strip().splitlines()))
+        at = match.end()
+    return units + split_sentences(text[at:])
 
 
 def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
