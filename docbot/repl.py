@@ -17,7 +17,7 @@ from .bot import ConfigurableDocBot
 from .config import settings_file
 from .errors import DocbotError
 from .providers import PACKAGED_MODELS, PROVIDER_CHOICES
-from . import Retraction
+from .rag.answers import Retraction
 from .rag.evidence import check_answer, highlight
 
 __all__ = ["main"]
